@@ -1,0 +1,341 @@
+"""``consentry demo``: a realistic registry walk-through in a throw-away home.
+
+It runs the real commands (in this process) and prints each one with its output, so what a
+reader sees is exactly what the CLI does: registration by two co-holders, a grant pending
+until both agree, revocation, reservation, a dispute, verification requirements, and a deny
+for each reason next to the admits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import tempfile
+from contextlib import redirect_stderr, redirect_stdout
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from PIL import Image, ImageDraw
+
+__all__ = ["demo", "write_demo_files"]
+
+STORY = """The Lighthouse Keeper's Daughter
+
+Every evening Mara climbed the hundred and twelve steps of the lighthouse with a can of oil
+and a cloth for the great lens. Her father had kept the light for thirty years; now his knees
+kept him at the kitchen table, where he listened for her footsteps on the iron stairs and
+counted them, as if the counting held the building up.
+"""
+POEM = """Salt Hours
+
+I keep the hours the tide forgets,
+the ones that fall between the nets;
+I fold them small, I let them dry,
+and hang them where the gulls go by.
+"""
+LYRICS = """Northbound (lyrics)
+
+We drove the coast road north again, the radio was low,
+you said the sea looked like a page that nobody could know.
+"""
+ESSAY = """On Keeping Lights
+
+A light that is kept is a promise that is repeated. Nobody thanks the keeper for the ships
+that did not founder; the keeper's whole success is an absence.
+"""
+
+
+def write_demo_files(folder: Path) -> dict[str, Path]:
+    """The demo's files: texts and a drawn cover image (real files, made on the spot)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "story": ("story.txt", STORY),
+        "poem": ("poem.txt", POEM),
+        "lyrics": ("lyrics.txt", LYRICS),
+        "essay": ("essay.txt", ESSAY),
+        "unregistered": ("blog-post.txt", "Ten tips for better sourdough.\n"),
+        "diary": ("diary.txt", "12 March. Rain on the lantern glass all night.\n"),
+    }
+    out: dict[str, Path] = {}
+    for key, (name, text) in files.items():
+        out[key] = folder / name
+        out[key].write_text(text, encoding="utf-8")
+    cover = Image.new("RGB", (480, 640), (18, 40, 72))
+    draw = ImageDraw.Draw(cover)
+    draw.rectangle((200, 180, 280, 560), fill=(235, 235, 220))
+    draw.polygon([(190, 180), (290, 180), (240, 120)], fill=(200, 60, 40))
+    for i in range(12):
+        draw.line((240, 150, 40 + i * 40, 20), fill=(250, 220, 120), width=2)
+    out["cover"] = folder / "cover.jpg"
+    cover.save(out["cover"], quality=90)
+    out["empty"] = folder / "corrupt.txt"
+    out["empty"].write_bytes(b"")
+    return out
+
+
+class _Runner:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def __call__(self, *args: str, note: str = "", quiet: bool = False) -> list[dict[str, Any]]:
+        """Run ``consentry ARGS --json`` and print it as a reader would type it."""
+        from consentry.cli.main import main
+
+        shown = "consentry " + " ".join(shlex.quote(a) for a in args)
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["--home", str(self.home), *args, "--json"])
+        if code != 0:
+            raise click.ClickException(f"demo step failed: {shown}: {err.getvalue().strip()}")
+        rows = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+        if not quiet:
+            click.echo(click.style(f"$ {shown}", bold=True) + (f"   # {note}" if note else ""))
+            for row in rows:
+                click.echo("  " + _summary(row))
+        return rows
+
+
+def _summary(row: dict[str, Any]) -> str:
+    if "decision" in row:
+        evidence = [e for e in row["evidence"] if e.get("grant_id")]
+        grant = f" (grant {evidence[0]['grant_id']})" if evidence else ""
+        mark = "ADMIT" if row["decision"] == "admit" else "DENY "
+        return f"{mark} {Path(row['path']).name}: {', '.join(row['reasons'])}{grant}"
+    if "work_id" in row and "path" in row:
+        extra = f"  disputes {', '.join(row['disputes'])}" if row.get("disputes") else ""
+        return f"{row['work_id']}  {Path(row['path']).name}{extra}"
+    if "grant_id" in row:
+        agreed = ", ".join(a["party_id"] for a in row["agreements"])
+        revoked = " revoked" if row["revocation"] else ""
+        return f"{row['grant_id']}  agreed by {agreed}{revoked}"
+    if "purposes" in row and "lifted_at" in row:
+        state = "lifted" if row["lifted_at"] else "reserved"
+        return (
+            f"{row['id']}  {state} {row['work_id'] or 'all works'} for {', '.join(row['purposes'])}"
+        )
+    if "works" in row and "resolution" in row:
+        return f"{row['id']}  {' vs '.join(row['works'])}: {row['resolution'] or 'open'}"
+    if "grants" in row:
+        states = [f"{g['grant_id']}:{g['state']}" for g in row["grants"]]
+        return f"{row['work_id']}  " + "  ".join(states)
+    return json.dumps(row, ensure_ascii=False)
+
+
+@click.command()
+@click.option(
+    "--home",
+    "demo_home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the demo registry here (default: a temporary folder, deleted afterwards).",
+)
+def demo(demo_home: Path | None) -> None:
+    """Seed a small realistic registry and walk through admits and every kind of deny."""
+    if demo_home is not None:
+        _walkthrough(demo_home)
+        return
+    with tempfile.TemporaryDirectory(prefix="consentry-demo-") as tmp:
+        _walkthrough(Path(tmp))
+
+
+def _walkthrough(root: Path) -> None:
+    home = root / "registry"
+    files = write_demo_files(root / "files")
+    run = _Runner(home)
+    click.echo(f"Demo registry in {home}; files in {root / 'files'}\n")
+    run("init", quiet=True)
+
+    def party(name: str, email: str, kind: str = "person") -> str:
+        row = run("party", "add", "--name", name, "--email", email, "--kind", kind, quiet=True)
+        return str(row[0]["id"])
+
+    ann = party("Ann Author", "ann@example.org")
+    bo = party("Bo Publisher", "rights@bo-press.example", "organisation")
+    lab = party("Lumen Lab", "licensing@lumen.example", "organisation")
+    other = party("Other AI Co", "legal@other.example", "organisation")
+    mal = party("Mal Claimant", "mal@example.net")
+    op = party("Registry Operator", "operator@consentry.example", "organisation")
+    run("party", "verify", op, "--level", "operator", quiet=True)
+    click.echo(
+        f"Parties: Ann {ann}, Bo {bo} (co-holder), Lumen Lab {lab}, Other AI Co {other}, "
+        f"Mal {mal}, operator {op}\n"
+    )
+
+    click.echo(click.style("1. Register works: only fingerprints are stored.", fg="cyan"))
+    rows = run(
+        "work",
+        "register",
+        str(files["story"]),
+        str(files["cover"]),
+        "--holder",
+        ann,
+        "--co-holder",
+        bo,
+    )
+    story, cover = rows[0]["work_id"], rows[1]["work_id"]
+    poem = run("work", "register", str(files["poem"]), "--holder", ann)[0]["work_id"]
+    lyrics = run("work", "register", str(files["lyrics"]), "--holder", ann, "--co-holder", bo)[0][
+        "work_id"
+    ]
+    essay = run("work", "register", str(files["essay"]), "--holder", ann)[0]["work_id"]
+
+    def check(
+        key: str, note: str, *extra: str, licensee: str = lab, purpose: str = "train-genai"
+    ) -> None:
+        run(
+            "check",
+            str(files[key]),
+            "--licensee",
+            licensee,
+            "--purpose",
+            purpose,
+            *extra,
+            note=note,
+        )
+
+    click.echo(click.style("\n2. A grant needs every holder.", fg="cyan"))
+    g1 = run(
+        "grant",
+        "create",
+        "--work",
+        story,
+        "--licensee",
+        lab,
+        "--purpose",
+        "train-genai",
+        "--by",
+        ann,
+        "--expires",
+        "2027-12-31",
+        "--payment",
+        "per-item",
+        "--amount",
+        "0.05",
+        "--currency",
+        "EUR",
+    )[0]["grant_id"]
+    check("story", "pending: Bo has not agreed")
+    run("grant", "agree", g1, "--by", bo)
+    check("story", "admit, with the grant as evidence")
+    check("story", "another purpose", purpose="search")
+    check("story", "another licensee", licensee=other)
+    check("story", "after the grant expired", "--at", "2028-01-15")
+
+    click.echo(click.style("\n3. Revocation ends future use.", fg="cyan"))
+    g2 = run(
+        "grant",
+        "create",
+        "--work",
+        cover,
+        "--licensee",
+        lab,
+        "--purpose",
+        "train-genai",
+        "--by",
+        ann,
+    )[0]["grant_id"]
+    run("grant", "agree", g2, "--by", bo)
+    check("cover", "agreed by both")
+    run("grant", "revoke", g2, "--by", ann, "--reason", "changed my mind")
+    check("cover", "revoked")
+
+    click.echo(click.style("\n4. Not yet valid; holder verification too low.", fg="cyan"))
+    start = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    run(
+        "grant",
+        "create",
+        "--work",
+        poem,
+        "--licensee",
+        lab,
+        "--purpose",
+        "train-genai",
+        "--by",
+        ann,
+        "--not-before",
+        start,
+    )
+    check("poem", f"valid only from {start}")
+    run(
+        "grant",
+        "create",
+        "--work",
+        essay,
+        "--licensee",
+        lab,
+        "--purpose",
+        "rag",
+        "--by",
+        ann,
+        "--min-verification",
+        "email",
+    )
+    check("essay", "Ann's e-mail is not verified yet", purpose="rag")
+    run("party", "verify", ann, "--level", "email", quiet=True)
+    check("essay", "after `consentry party verify " + ann + " --level email`", purpose="rag")
+
+    click.echo(click.style("\n5. A co-holder's reservation beats the other's grant.", fg="cyan"))
+    g5 = run(
+        "grant",
+        "create",
+        "--work",
+        lyrics,
+        "--licensee",
+        lab,
+        "--purpose",
+        "train-genai",
+        "--by",
+        ann,
+    )[0]["grant_id"]
+    run("grant", "agree", g5, "--by", bo, quiet=True)
+    run("reserve", "--by", bo, "--work", lyrics, "--purpose", "train-genai")
+    check("lyrics", "reserved by Bo")
+
+    click.echo(click.style("\n6. A dispute freezes both sides' grants.", fg="cyan"))
+    rows = run(
+        "work",
+        "register",
+        str(files["essay"]),
+        "--holder",
+        mal,
+        note="someone else claims the essay",
+    )
+    check("essay", "disputed", purpose="rag")
+    dispute = rows[0]["disputes"][0]
+    run(
+        "dispute",
+        "resolve",
+        dispute,
+        "--by",
+        op,
+        "--void",
+        rows[0]["work_id"],
+        "--note",
+        "Ann showed drafts",
+    )
+    check("essay", "after the operator voided the false claim", purpose="rag")
+
+    click.echo(click.style("\n7. Nothing registered, no grant, unreadable: deny.", fg="cyan"))
+    check("unregistered", "opt-in: an unknown item is not admitted")
+    run(
+        "grant",
+        "create",
+        "--work",
+        story,
+        "--licensee",
+        lab,
+        "--purpose",
+        "train-ai",
+        "--by",
+        ann,
+        quiet=True,
+    )
+    check("cover", "no grant for other purposes either", purpose="data-mining")
+    check("empty", "a corrupt/empty file")
+
+    click.echo(click.style("\n8. Who may use the story now?", fg="cyan"))
+    run("status", story)
+    click.echo(f"\nDone. Explore with: consentry --home {home} work list")
