@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/consentry demo
+	rm -rf .demo
+	$(BIN)/consentry demo --home .demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

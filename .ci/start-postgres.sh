@@ -6,10 +6,7 @@ set -euo pipefail
 log() { echo "[start-postgres] $*" >&2; }
 
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-  log "installing postgresql from Debian's packages"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq postgresql >&2
+  bash "$(dirname "$0")/install-system.sh"
 fi
 
 version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)

@@ -12,10 +12,15 @@ from consentry.cli.output import Out, json_option
 from consentry.cli.progress import progress
 from consentry.domain import parse_purpose
 from consentry.registry.jsonable import dispute_json, reservation_json, time_json
-from consentry.registry.queries import check_files, work_status
+from consentry.registry.queries import (
+    check_files,
+    match_files,
+    registry_matchers,
+    work_status,
+)
 from consentry.registry.timeparse import now, parse_time
 
-__all__ = ["check", "status"]
+__all__ = ["check", "match", "status"]
 
 
 def _at(value: str | None) -> datetime:
@@ -96,6 +101,7 @@ def check(
         for result in check_files(
             session,
             paths,
+            matchers=registry_matchers(session, db.settings.home),
             licensee=licensee,
             purpose=parse_purpose(purpose),
             at=when,
@@ -109,3 +115,31 @@ def check(
             grants = sorted({e.grant_id for e in decision.evidence if e.grant_id})
             via = f" via {', '.join(grants)}" if decision.admitted and grants else ""
             out.emit(obj, f"{decision.outcome.value}\t{result.path}\t{reasons}{via}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@json_option
+@pass_app
+def match(app: AppContext, paths: tuple[str, ...], as_json: bool) -> None:
+    """Recognition only: which registered works each file contains (no decision).
+
+    One result per file, matches best first with score and the stage that matched; an empty
+    list when nothing matches at the operating threshold. Unreadable files get an ``error``.
+    """
+    out = Out(as_json)
+    db = app.database()
+    with db.read() as session, progress("matching") as bar:
+        matchers = registry_matchers(session, db.settings.home)
+        for result in match_files(session, paths, db.settings.max_file_bytes, matchers):
+            bar.advance()
+            facts = result.facts
+            obj: dict[str, object] = {
+                "path": str(result.path),
+                "matches": [m.to_json() for m in facts.matches],
+            }
+            if facts.unreadable is not None:
+                obj["error"] = facts.unreadable
+            found = ", ".join(f"{m.work_id} ({m.stage} {m.score:.2f})" for m in facts.matches)
+            human = f"{result.path}\t{found or facts.unreadable or 'no registered work'}"
+            out.emit(obj, human)

@@ -118,6 +118,10 @@ def _summary(row: dict[str, Any]) -> str:
         )
     if "works" in row and "resolution" in row:
         return f"{row['id']}  {' vs '.join(row['works'])}: {row['resolution'] or 'open'}"
+    if "counts" in row and "id" in row:
+        return f"snapshot {row['id'][:23]}…  " + ", ".join(
+            f"{n} {k}" for k, n in row["counts"].items()
+        )
     if "grants" in row:
         states = [f"{g['grant_id']}:{g['state']}" for g in row["grants"]]
         return f"{row['work_id']}  " + "  ".join(states)
@@ -139,6 +143,7 @@ def demo(demo_home: Path | None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="consentry-demo-") as tmp:
         _walkthrough(Path(tmp))
+        click.echo("(That folder is temporary and now deleted; pass --home DIR to keep it.)")
 
 
 def _walkthrough(root: Path) -> None:
@@ -320,22 +325,79 @@ def _walkthrough(root: Path) -> None:
 
     click.echo(click.style("\n7. Nothing registered, no grant, unreadable: deny.", fg="cyan"))
     check("unregistered", "opt-in: an unknown item is not admitted")
-    run(
-        "grant",
-        "create",
-        "--work",
-        story,
-        "--licensee",
-        lab,
-        "--purpose",
-        "train-ai",
-        "--by",
-        ann,
-        quiet=True,
-    )
-    check("cover", "no grant for other purposes either", purpose="data-mining")
+    run("work", "register", str(files["diary"]), "--holder", ann, quiet=True)
+    check("diary", "registered, but Ann granted nothing")
     check("empty", "a corrupt/empty file")
 
     click.echo(click.style("\n8. Who may use the story now?", fg="cyan"))
     run("status", story)
+
+    click.echo(
+        click.style("\n9. The gate: a dataset checked offline against a snapshot.", fg="cyan")
+    )
+    snap = root / "registry.snapshot"
+    run("snapshot", "export", "--out", str(snap))
+    dataset = _demo_dataset(root / "dataset", files)
+    policy = root / "policy.toml"
+    policy.write_text(
+        f'licensee = "{lab}"\npurpose = "train-genai"\n'
+        'bases = ["grant", "open-licence"]\nopen_licences = ["CC0-1.0"]\n',
+        encoding="utf-8",
+    )
+    reports = []
+    for name, source in (("files", dataset / "files"), ("texts", dataset / "texts.parquet")):
+        out = root / f"gated-{name}"
+        rows = run(
+            "gate",
+            str(source),
+            "--snapshot",
+            str(snap),
+            "--policy",
+            str(policy),
+            "--out",
+            str(out),
+            quiet=True,
+        )
+        counts = rows[0]
+        shown = (
+            f"consentry gate {source.relative_to(root)} --snapshot registry.snapshot "
+            f"--policy policy.toml --out {out.name}"
+        )
+        click.echo(click.style(f"$ {shown}", bold=True))
+        click.echo(
+            f"  {counts['items']} items: {counts['admit']} admitted, "
+            f"{counts['deny']} denied  {counts['by_reason']}"
+        )
+        reports.append(out / "report.html")
+    click.echo(
+        "\nThe CC0-labelled copy of Ann's registered poem was denied: a licence in the "
+        "metadata never overrides the registry."
+    )
+    click.echo("Reports: " + ", ".join(str(r) for r in reports))
     click.echo(f"\nDone. Explore with: consentry --home {home} work list")
+
+
+def _demo_dataset(folder: Path, files: dict[str, Path]) -> Path:
+    """A small mixed dataset: a folder of files and a Parquet table of texts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "files").mkdir(parents=True, exist_ok=True)
+    for key in ("story", "cover", "poem", "unregistered", "diary"):
+        (folder / "files" / files[key].name).write_bytes(files[key].read_bytes())
+    rows = [
+        (files["story"].read_text(encoding="utf-8"), None, "books.example"),
+        (files["poem"].read_text(encoding="utf-8"), "CC0-1.0", "reupload.example"),
+        ("A recipe for rye bread, shared freely.\n", "CC0-1.0", "commons.example"),
+        ("An anonymous forum post with no licence.\n", None, "forum.example"),
+        (files["essay"].read_text(encoding="utf-8"), None, "essays.example"),
+    ]
+    table = pa.table(
+        {
+            "text": [r[0] for r in rows],
+            "license": [r[1] for r in rows],
+            "source": [r[2] for r in rows],
+        }
+    )
+    pq.write_table(table, folder / "texts.parquet")
+    return folder

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import click
 
 from consentry import __version__
-from consentry.cli.checks import check, status
+from consentry.cli.checks import check, match, status
 from consentry.cli.context import AppContext, pass_app
 from consentry.cli.demo import demo
 from consentry.cli.disputes import dispute, reserve
+from consentry.cli.gate import gate, snapshot
 from consentry.cli.grants import grant
 from consentry.cli.output import Out, json_option
 from consentry.cli.parties import party
@@ -57,7 +58,7 @@ def init(app: AppContext, as_json: bool) -> None:
     Out(as_json).emit(obj, f"registry ready at {db.location} (schema {revision})")
 
 
-for command in (party, work, grant, reserve, dispute, status, check, demo):
+for command in (party, work, grant, reserve, dispute, status, check, match, snapshot, gate, demo):
     cli.add_command(command)
 
 
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 1
-    except Exception as exc:  # noqa: BLE001 - the last line of defence maps bugs to exit 2
+    except Exception as exc:  # the last line of defence: any bug becomes exit 2
         if os.environ.get("CONSENTRY_DEBUG"):
             traceback.print_exc()
         click.echo(

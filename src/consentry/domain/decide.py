@@ -24,7 +24,7 @@ from consentry.domain.model import Grant, Work
 from consentry.domain.purposes import Purpose
 from consentry.domain.view import RegistryView
 
-__all__ = ["ItemFacts", "decide", "grant_failures"]
+__all__ = ["ItemFacts", "best_matches", "decide", "grant_failures"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,8 @@ def _ordered_reasons(evidence: Iterable[Evidence]) -> tuple[Reason, ...]:
     return tuple(r for r in Reason if r in present)
 
 
-def _best_matches(matches: Sequence[WorkMatch]) -> list[WorkMatch]:
+def best_matches(matches: Sequence[WorkMatch]) -> list[WorkMatch]:
+    """One match per work (its best score), best first; ties by work id."""
     best: dict[str, WorkMatch] = {}
     for m in matches:
         if m.work_id not in best or m.score > best[m.work_id].score:
@@ -138,7 +139,7 @@ def decide(
     if item.unreadable is not None:
         ev = Evidence(Reason.UNREADABLE, detail=item.unreadable)
         return Decision(Outcome.DENY, (Reason.UNREADABLE,), (ev,))
-    matches = _best_matches(item.matches)
+    matches = best_matches(item.matches)
     if not matches:
         ev = Evidence(Reason.NO_MATCHING_WORK, detail="no registered work recognised")
         return Decision(Outcome.DENY, (Reason.NO_MATCHING_WORK,), (ev,))

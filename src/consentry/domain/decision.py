@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +19,14 @@ class Reason(StrEnum):
 
     GRANT_IN_FORCE = "grant-in-force"
     """Admit: a grant agreed by every holder covers the licensee, purpose and time."""
+    BASIS_PUBLIC_DOMAIN = "basis-public-domain"
+    """Admit (gate policy opt-in): unregistered item whose metadata says public domain."""
+    BASIS_OPEN_LICENCE = "basis-open-licence"
+    """Admit (gate policy opt-in): unregistered item under an open licence the policy accepts."""
+    BASIS_OWNED = "basis-owned"
+    """Admit (gate policy opt-in): unregistered item carrying the licensee's provenance tag."""
+    BASIS_COLLECTION_LICENCE = "basis-collection-licence"
+    """Admit (gate policy opt-in): unregistered item from a source a contract covers."""
 
     NO_MATCHING_WORK = "no-matching-work"
     NO_GRANT = "no-grant"
@@ -42,7 +50,14 @@ class WorkMatch:
 
     work_id: str
     score: float = 1.0
+    """Confidence in [0, 1]; 1.0 for byte-identical copies."""
     stage: str = "exact"
+    """Which recognition stage matched (``exact``, ``pdq``, ``region``, ``text``, ...)."""
+    evidence: dict[str, Any] = field(default_factory=dict, compare=False)
+    """What a rights holder can read: matched words, positions, distances (JSON-ready)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"work_id": self.work_id, "score": self.score, "stage": self.stage, **self.evidence}
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,41 @@ Keys are stable: scripts and other tools parse them.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from consentry.domain import Dispute, Grant, Party, Reservation, Work
+from consentry.domain import (
+    Agreement,
+    CatalogueScope,
+    Dispute,
+    Grant,
+    Holder,
+    MediaType,
+    Party,
+    PartyKind,
+    PaymentKind,
+    Purpose,
+    Reservation,
+    Revocation,
+    Terms,
+    Work,
+    parse_verification_level,
+)
+from consentry.fingerprint.base import Fingerprint
 
-__all__ = ["dispute_json", "grant_json", "party_json", "reservation_json", "time_json", "work_json"]
+__all__ = [
+    "dispute_from_json",
+    "dispute_json",
+    "grant_from_json",
+    "grant_json",
+    "party_from_json",
+    "party_json",
+    "reservation_from_json",
+    "reservation_json",
+    "time_json",
+    "work_from_json",
+    "work_json",
+]
 
 
 def time_json(value: datetime | None) -> str | None:
@@ -108,3 +138,105 @@ def dispute_json(d: Dispute) -> dict[str, Any]:
         "resolved_at": time_json(d.resolved_at),
         "resolution": d.resolution,
     }
+
+
+# -- back from JSON (snapshots) ----------------------------------------------------------------
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return Decimal(value) if value is not None else None
+
+
+def party_from_json(d: dict[str, Any]) -> Party:
+    return Party(
+        id=d["id"],
+        kind=PartyKind(d["kind"]),
+        name=d["name"],
+        email=d.get("email"),
+        verification=parse_verification_level(d["verification"]),
+        vouched_by=d.get("vouched_by"),
+        is_registrar=bool(d.get("registrar", False)),
+    )
+
+
+def work_from_json(d: dict[str, Any]) -> Work:
+    registered = _time(d["registered_at"])
+    assert registered is not None  # noqa: S101 - required field, validated by the schema
+    return Work(
+        id=d["id"],
+        title=d["title"],
+        media_type=MediaType(d["media_type"]),
+        registered_at=registered,
+        holders=tuple(
+            Holder(h["party_id"], h["role"], _decimal(h.get("share"))) for h in d["holders"]
+        ),
+        fingerprints=tuple(
+            Fingerprint(f["kind"], f["value"], f["region"]) for f in d.get("fingerprints", [])
+        ),
+        identifiers=tuple((i["scheme"], i["value"]) for i in d.get("identifiers", [])),
+        created_at=_time(d.get("created_at")),
+        void=bool(d.get("void", False)),
+    )
+
+
+def grant_from_json(d: dict[str, Any]) -> Grant:
+    created = _time(d["created_at"])
+    assert created is not None  # noqa: S101 - required field
+    cat = d.get("catalogue")
+    rev = d.get("revocation")
+    terms = d.get("terms") or {}
+    revocation = None
+    if rev:
+        at, effective = _time(rev["at"]), _time(rev["effective"])
+        assert at is not None  # noqa: S101 - required field
+        assert effective is not None  # noqa: S101 - required field
+        revocation = Revocation(rev["by"], at, effective, rev.get("reason", ""))
+    return Grant(
+        id=d["id"],
+        grantor=d["grantor"],
+        licensee=d["licensee"],
+        purposes=frozenset(Purpose(p) for p in d["purposes"]),
+        created_at=created,
+        work_ids=frozenset(d.get("works", [])),
+        catalogue=CatalogueScope(cat["holder"], bool(cat["include_future"])) if cat else None,
+        not_before=_time(d.get("not_before")),
+        expires=_time(d.get("expires")),
+        terms=Terms(
+            terms.get("text", ""),
+            PaymentKind(terms.get("payment", "free")),
+            _decimal(terms.get("amount")),
+            terms.get("currency"),
+        ),
+        min_verification=parse_verification_level(d.get("min_verification", "unverified")),
+        agreements=tuple(
+            Agreement(a["party_id"], datetime.fromisoformat(a["at"])) for a in d["agreements"]
+        ),
+        revocation=revocation,
+    )
+
+
+def reservation_from_json(d: dict[str, Any]) -> Reservation:
+    return Reservation(
+        id=d["id"],
+        by=d["by"],
+        purposes=frozenset(Purpose(p) for p in d["purposes"]),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        work_id=d.get("work_id"),
+        lifted_at=_time(d.get("lifted_at")),
+    )
+
+
+def dispute_from_json(d: dict[str, Any]) -> Dispute:
+    a, b = d["works"]
+    return Dispute(
+        id=d["id"],
+        work_ids=(a, b),
+        opened_at=datetime.fromisoformat(d["opened_at"]),
+        reason=d["reason"],
+        resolved_at=_time(d.get("resolved_at")),
+        resolution=d.get("resolution"),
+    )

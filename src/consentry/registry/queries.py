@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -18,20 +17,22 @@ from consentry.domain import (
     ItemFacts,
     Party,
     Purpose,
-    Reason,
     Reservation,
     Work,
     WorkMatch,
     decide,
     grant_failures,
 )
+from consentry.domain.decide import best_matches
 from consentry.domain.view import RegistryView
 from consentry.errors import UnreadableInputError
 from consentry.fingerprint import fingerprint_all
 from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.media import detect_media_type
+from consentry.index.base import Matcher
 from consentry.registry.files import FileProblem, iter_files, read_file
 from consentry.registry.ids import format_id, parse_id
+from consentry.registry.indexes import open_indexes
 from consentry.registry.mapping import (
     build_view,
     dispute_from_row,
@@ -63,6 +64,7 @@ __all__ = [
     "list_parties",
     "list_works",
     "match_files",
+    "registry_matchers",
     "work_status",
 ]
 
@@ -156,12 +158,6 @@ def work_status(session: Session, work_id: str, at: datetime) -> WorkStatus:
 # -- recognition and checks ------------------------------------------------------------------
 
 
-class Matcher(Protocol):
-    """Finds registered works in an item from its fingerprints (one per recogniser family)."""
-
-    def match(self, fingerprints: Sequence[Fingerprint]) -> list[WorkMatch]: ...
-
-
 class ExactMatcher:
     """Byte-identical copies, by SHA-256 lookup in the registry's fingerprint table."""
 
@@ -181,6 +177,11 @@ class ExactMatcher:
         return [WorkMatch(format_id("work", n), 1.0, "exact") for n in rows]
 
 
+def registry_matchers(session: Session, home: Path) -> list[Matcher]:
+    """Exact matching plus every match index of the home, brought up to date."""
+    return [ExactMatcher(session), *open_indexes(session, home)]
+
+
 @dataclass(frozen=True, slots=True)
 class FileCheck:
     path: Path
@@ -196,7 +197,7 @@ def _facts_for(path: Path, max_bytes: int, matchers: Sequence[Matcher]) -> ItemF
     except UnreadableInputError as exc:
         return ItemFacts(str(path), unreadable=str(exc))
     matches = [m for matcher in matchers for m in matcher.match(prints)]
-    return ItemFacts(str(path), tuple(matches))
+    return ItemFacts(str(path), tuple(best_matches(matches)))
 
 
 def match_files(

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): speed and recognition figures, each against a measured floor."""

@@ -1,0 +1,196 @@
+"""``consentry snapshot …`` and ``consentry gate``: the offline side, for AI developers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from consentry.cli.context import AppContext, pass_app
+from consentry.cli.grants import PURPOSE_CHOICE
+from consentry.cli.output import Out, json_option
+from consentry.cli.progress import progress
+from consentry.errors import InvalidInputError
+from consentry.gate.policy import load_policy, policy_from_mapping
+from consentry.gate.run import run_gate
+from consentry.gate.snapshot import export_snapshot, read_manifest, verify_files
+from consentry.gate.sources import ColumnMap, open_source
+
+__all__ = ["gate", "snapshot"]
+
+
+@click.group()
+def snapshot() -> None:
+    """Export and inspect registry snapshots (what the offline gate decides against)."""
+
+
+@snapshot.command("export")
+@click.option(
+    "--out", "out", required=True, type=click.Path(path_type=Path), help="New snapshot dir."
+)
+@json_option
+@pass_app
+def snapshot_export(app: AppContext, out: Path, as_json: bool) -> None:
+    """Write a self-contained, content-addressed snapshot of the registry.
+
+    Holds grants, holders, reservations, disputes, fingerprints and match indexes; no e-mail
+    addresses (parties appear by id and display name only).
+    """
+    db = app.database()
+    with db.read() as session:
+        info = export_snapshot(session, db.settings.home, out)
+    counts = info.manifest["counts"]
+    obj = {"path": str(info.path), "id": info.id, "counts": counts}
+    human = f"snapshot {info.id}\n  at {info.path}\n  " + ", ".join(
+        f"{n} {k}" for k, n in counts.items()
+    )
+    Out(as_json).emit(obj, human)
+
+
+@snapshot.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--no-verify", is_flag=True, help="Skip re-hashing every file.")
+@json_option
+def snapshot_info(path: Path, no_verify: bool, as_json: bool) -> None:
+    """Show a snapshot's id, counts and files; verifies its content hashes."""
+    manifest = read_manifest(path)
+    if not no_verify:
+        verify_files(path, manifest)
+    obj = {
+        "path": str(path),
+        "id": manifest["id"],
+        "version": manifest["version"],
+        "created_at": manifest["created_at"],
+        "tool": manifest["tool"],
+        "counts": manifest["counts"],
+        "indexes": manifest.get("indexes", []),
+        "verified": not no_verify,
+    }
+    lines = [
+        f"snapshot {manifest['id']}",
+        f"  created {manifest['created_at']} by {manifest['tool']}",
+        "  " + ", ".join(f"{n} {k}" for k, n in manifest["counts"].items()),
+        "  content hashes verified" if not no_verify else "  content hashes not checked",
+    ]
+    Out(as_json).emit(obj, "\n".join(lines))
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--snapshot",
+    "snapshot_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Registry snapshot to decide against.",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Policy TOML (see docs/gate.md); or give --licensee and --purpose.",
+)
+@click.option("--licensee", default=None, help="Licensee party id (policy: grants only).")
+@click.option("--purpose", default=None, type=PURPOSE_CHOICE, help="Purpose (with --licensee).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output directory (new or empty, or an interrupted run's with --resume).",
+)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="Worker processes."
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    type=click.Choice(["files", "jsonl", "csv", "parquet", "webdataset", "hf"]),
+    help="Input format (default: detected).",
+)
+@click.option("--key-column", default=None, help="Column holding the item key.")
+@click.option("--text-column", default=None, help="Column holding text.")
+@click.option("--image-column", default=None, help="Column holding image bytes or paths.")
+@click.option(
+    "--meta-column",
+    "meta_columns",
+    multiple=True,
+    help="Column copied into item metadata (repeatable; default: all others).",
+)
+@click.option(
+    "--chunk-size",
+    default=256,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Items per resumable chunk.",
+)
+@json_option
+def gate(
+    source: Path,
+    snapshot_path: Path,
+    policy_file: Path | None,
+    licensee: str | None,
+    purpose: str | None,
+    out: Path,
+    workers: int,
+    resume: bool,
+    fmt: str | None,
+    key_column: str | None,
+    text_column: str | None,
+    image_column: str | None,
+    meta_columns: tuple[str, ...],
+    chunk_size: int,
+    as_json: bool,
+) -> None:
+    """Run a dataset through the registry offline: admitted subset, decisions, report.
+
+    Denied items are answers, not failures: exit 0 whatever is decided. Snapshot or policy
+    problems stop the run before it starts; unreadable items are denied as `unreadable`.
+    """
+    if policy_file is not None:
+        if licensee or purpose:
+            raise InvalidInputError("give --policy, or --licensee and --purpose, not both")
+        policy = load_policy(policy_file)
+    elif licensee and purpose:
+        policy = policy_from_mapping({"licensee": licensee, "purpose": purpose})
+    else:
+        raise InvalidInputError("give --policy FILE, or --licensee ID and --purpose P")
+    if not source.exists():
+        raise InvalidInputError(f"{source}: no such file or directory")
+    columns = None
+    if any((key_column, text_column, image_column, meta_columns)):
+        columns = ColumnMap(
+            key=key_column,
+            text=text_column,
+            image=image_column,
+            metadata=tuple(meta_columns),
+        )
+    src = open_source(source, columns=columns, format=fmt)
+    total = src.count()
+    with progress("gating", total=total) as bar:
+        result = run_gate(
+            src,
+            snapshot_path,
+            policy,
+            out,
+            workers=workers,
+            resume=resume,
+            chunk_size=chunk_size,
+            on_progress=bar.advance,
+        )
+    counts = result.counts
+    obj = {
+        "out": str(out),
+        "manifest": str(out / "manifest.json"),
+        "report": str(out / "report.html"),
+        "snapshot_id": result.manifest["snapshot"]["id"],
+        "merkle_root": result.manifest["decisions"]["merkle_root"],
+        **counts,
+    }
+    lines = [f"{counts['items']} items: {counts['admit']} admitted, {counts['deny']} denied"]
+    lines += [f"  {n:>8}  {reason}" for reason, n in counts["by_reason"].items()]
+    lines += [f"  report   {out / 'report.html'}", f"  manifest {out / 'manifest.json'}"]
+    Out(as_json).emit(obj, "\n".join(lines))

@@ -1,0 +1,98 @@
+"""The decision table: chunk files while a run is under way, ``decisions.parquet`` at the end,
+and the Merkle root that lets any single decision be proved later.
+
+Leaf ``i`` of the decisions tree is the RFC 8785 canonical JSON of row ``i`` (rows in ordinal
+order; ``evidence`` is a JSON string inside the row, hashed as that string), hashed as an
+RFC 9162 leaf. The root goes into the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import rfc8785
+
+from consentry.ledger.merkle import CompactRange, leaf_hash
+
+__all__ = [
+    "DECISION_SCHEMA",
+    "decision_leaf",
+    "iter_chunk_records",
+    "write_chunk",
+    "write_decisions",
+]
+
+DECISION_SCHEMA = pa.schema(
+    [
+        ("ordinal", pa.int64()),
+        ("key", pa.string()),
+        ("decision", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+        ("basis", pa.string()),
+        ("work_ids", pa.list_(pa.string())),
+        ("scores", pa.list_(pa.float64())),
+        ("stages", pa.list_(pa.string())),
+        ("grant_ids", pa.list_(pa.string())),
+        ("error", pa.string()),
+        ("source", pa.string()),
+        ("evidence", pa.string()),
+    ]
+)
+
+
+def decision_leaf(record: dict[str, Any]) -> bytes:
+    """The bytes hashed into the decisions Merkle tree for one row."""
+    return rfc8785.dumps(record)
+
+
+def _fsync_rename(tmp: Path, final: Path) -> None:
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_chunk(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Write one chunk of decisions atomically: it exists whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    table = pa.Table.from_pylist(list(records), schema=DECISION_SCHEMA)
+    pq.write_table(table, tmp)
+    _fsync_rename(tmp, path)
+
+
+def iter_chunk_records(path: Path) -> Iterator[dict[str, Any]]:
+    table = pq.read_table(path, schema=DECISION_SCHEMA)
+    yield from table.to_pylist()
+
+
+def write_decisions(
+    chunks: Sequence[Path], out: Path, on_row: Callable[[dict[str, Any]], None]
+) -> tuple[int, str]:
+    """Concatenate chunk files (in order) into ``out``; returns (rows, Merkle root hex).
+
+    Each row is also handed to ``on_row`` (counts, report) so nothing is held in memory.
+    """
+    tmp = out.with_name(out.name + ".tmp")
+    tree = CompactRange()
+    expected = 0
+    with pq.ParquetWriter(tmp, DECISION_SCHEMA, compression="zstd") as writer:
+        for chunk in chunks:
+            table = pq.read_table(chunk, schema=DECISION_SCHEMA)
+            writer.write_table(table)
+            for record in table.to_pylist():
+                if record["ordinal"] != expected:
+                    raise RuntimeError(f"decision chunks out of order at ordinal {expected}")
+                expected += 1
+                tree.append(leaf_hash(decision_leaf(record)))
+                on_row(record)
+    _fsync_rename(tmp, out)
+    return expected, tree.root().hex()
