@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import rfc8785
 
+from consentry.ledger.canonical import canonical_json
 from consentry.ledger.merkle import CompactRange, leaf_hash
 
 __all__ = [
@@ -47,7 +47,7 @@ DECISION_SCHEMA = pa.schema(
 
 def decision_leaf(record: dict[str, Any]) -> bytes:
     """The bytes hashed into the decisions Merkle tree for one row."""
-    return rfc8785.dumps(record)
+    return canonical_json(record)
 
 
 def _fsync_rename(tmp: Path, final: Path) -> None:

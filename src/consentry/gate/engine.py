@@ -112,7 +112,7 @@ class Gate:
     ) -> list[WorkMatch]:
         """Registered works the content appears to contain, best first (no decision)."""
         media = media_type or detect_media_type(data, name).value
-        prints = fingerprint_all(data, media)
+        prints = fingerprint_all(data, media, query=True)
         return best_matches([m for matcher in self._matchers for m in matcher.match(prints)])
 
     # -- decisions -------------------------------------------------------------------------
