@@ -166,7 +166,7 @@ def gate(
             key=key_column,
             text=text_column,
             image=image_column,
-            metadata=tuple(meta_columns),
+            metadata=tuple(meta_columns) or None,  # None: every non-content column
         )
     src = open_source(source, columns=columns, format=fmt)
     total = src.count()

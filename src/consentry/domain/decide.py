@@ -89,14 +89,16 @@ def _judge_work(
 
     if work is None:
         return False, [here(Reason.NO_MATCHING_WORK, detail="work not in registry")]
+    # Sorted by id: evidence must not depend on the order a store returns rows in, because
+    # decisions are hashed into signed manifests.
     blocks: list[Evidence] = [
         here(Reason.DISPUTED, dispute_id=d.id, detail=d.reason)
-        for d in view.disputes_for(work)
+        for d in sorted(view.disputes_for(work), key=lambda d: _id_key(d.id))
         if d.open_at(at)
     ]
     blocks += [
         here(Reason.RESERVED, reservation_id=r.id, detail=f"reserved by {r.by}")
-        for r in view.reservations_for(work)
+        for r in sorted(view.reservations_for(work), key=lambda r: _id_key(r.id))
         if r.active(at) and purpose in r.purposes
     ]
 
@@ -116,6 +118,12 @@ def _judge_work(
     return False, [*blocks, *closest]
 
 
+def _id_key(ident: str) -> tuple[int, str]:
+    """Natural order for ids like W2 < W10 (registry ids are a letter and a number)."""
+    digits = ident[1:]
+    return (int(digits), ident) if digits.isdigit() else (-1, ident)
+
+
 def _ordered_reasons(evidence: Iterable[Evidence]) -> tuple[Reason, ...]:
     present = {e.reason for e in evidence}
     return tuple(r for r in Reason if r in present)
@@ -125,9 +133,11 @@ def best_matches(matches: Sequence[WorkMatch]) -> list[WorkMatch]:
     """One match per work (its best score), best first; ties by work id."""
     best: dict[str, WorkMatch] = {}
     for m in matches:
-        if m.work_id not in best or m.score > best[m.work_id].score:
+        seen = best.get(m.work_id)
+        # Ties go to the alphabetically first stage, so the result is order-independent.
+        if seen is None or (m.score, seen.stage) > (seen.score, m.stage):
             best[m.work_id] = m
-    return sorted(best.values(), key=lambda m: (-m.score, m.work_id))
+    return sorted(best.values(), key=lambda m: (-m.score, _id_key(m.work_id)))
 
 
 def decide(

@@ -14,12 +14,15 @@ Example::
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from consentry.domain import Decision, ItemFacts, Outcome, WorkMatch
 from consentry.domain.bases import Basis, Policy, basis_of, decide_with_policy
@@ -162,7 +165,9 @@ class Gate:
     ) -> Callable[[Mapping[str, list[Any]]], list[bool]]:
         """A batched predicate for ``datasets.Dataset.filter(fn, batched=True)``.
 
-        ``column`` holds text (str), image bytes, or Hugging Face image dicts (``{"bytes"}``).
+        ``column`` holds text (str), image bytes, Hugging Face image dicts (``{"bytes"}``,
+        with ``Image(decode=False)``) or decoded PIL images (re-encoded as PNG, so only the
+        perceptual recognisers can match them; prefer ``decode=False``).
         ``metadata_columns`` are handed to the policy's bases (licence, source, provenance).
         """
 
@@ -196,4 +201,10 @@ def _content(value: Any) -> tuple[bytes | None, str | None]:
         return bytes(value["bytes"]), None
     if value is None:
         return None, "missing content"
+    if isinstance(value, Image.Image):
+        # A decoded `datasets.Image()` column: re-encode losslessly for the recognisers (the
+        # perceptual ones see the same pixels; exact-bytes matching needs decode=False).
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return buffer.getvalue(), None
     return None, f"unsupported content type {type(value).__name__}"

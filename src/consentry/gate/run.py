@@ -180,10 +180,12 @@ def run_gate(
     out.mkdir(parents=True, exist_ok=True)
     state = _state_for(snapshot, policy, source, chunk_size)
     if resume and (out / WORK / "state.json").exists():
-        # The interrupted run fixed the decision time; keep it so results are identical.
+        # The interrupted run fixed the decision time (default: when it started); keep only
+        # that, so the results are identical — any other change of policy is refused below.
         saved = json.loads((out / WORK / "state.json").read_text(encoding="utf-8"))
-        if saved.get("policy", {}).get("at"):
-            policy = policy_from_mapping(saved["policy"])
+        saved_at = saved.get("policy", {}).get("at")
+        if isinstance(saved_at, str):
+            policy = dataclasses.replace(policy, at=datetime.fromisoformat(saved_at))
             gate = Gate(snapshot, policy)
             state = _state_for(snapshot, policy, source, chunk_size)
     chunk_dir = _prepare_work_dir(out, state, resume)
