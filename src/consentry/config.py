@@ -40,6 +40,11 @@ SETTINGS: tuple[Setting, ...] = (
         str(1 << 30),
         "Largest file registered or checked; larger files are refused, not truncated.",
     ),
+    Setting(
+        "CONSENTRY_LOG_ORIGIN",
+        "consentry.local/<8 random hex>",
+        "Origin (name) of the tamper-evident log, fixed at `consentry init`; names the key.",
+    ),
 )
 
 

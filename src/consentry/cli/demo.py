@@ -8,9 +8,11 @@ for each reason next to the admits.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shlex
+import sys
 import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,8 @@ from typing import Any
 
 import click
 from PIL import Image, ImageDraw
+
+from consentry.cli.output import json_option
 
 __all__ = ["demo", "write_demo_files"]
 
@@ -77,8 +81,9 @@ def write_demo_files(folder: Path) -> dict[str, Path]:
 
 
 class _Runner:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, as_json: bool) -> None:
         self.home = home
+        self.as_json = as_json
 
     def __call__(self, *args: str, note: str = "", quiet: bool = False) -> list[dict[str, Any]]:
         """Run ``consentry ARGS --json`` and print it as a reader would type it."""
@@ -91,7 +96,11 @@ class _Runner:
         if code != 0:
             raise click.ClickException(f"demo step failed: {shown}: {err.getvalue().strip()}")
         rows = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
-        if not quiet:
+        if self.as_json:
+            # One JSON line per step: the command and what it printed with --json.
+            record = {"command": ["consentry", *args], "note": note, "results": rows}
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif not quiet:
             click.echo(click.style(f"$ {shown}", bold=True) + (f"   # {note}" if note else ""))
             for row in rows:
                 click.echo("  " + _summary(row))
@@ -136,21 +145,31 @@ def _summary(row: dict[str, Any]) -> str:
     default=None,
     help="Keep the demo registry here (default: a temporary folder, deleted afterwards).",
 )
-def demo(demo_home: Path | None) -> None:
-    """Seed a small realistic registry and walk through admits and every kind of deny."""
+@json_option
+def demo(demo_home: Path | None, as_json: bool) -> None:
+    """Seed a small realistic registry and walk through admits and every kind of deny.
+
+    With --json, prints one JSON line per step (the command and its JSON results) and the
+    narration goes to stderr.
+    """
     if demo_home is not None:
-        _walkthrough(demo_home)
+        _walkthrough(demo_home, as_json)
         return
     with tempfile.TemporaryDirectory(prefix="consentry-demo-") as tmp:
-        _walkthrough(Path(tmp))
-        click.echo("(That folder is temporary and now deleted; pass --home DIR to keep it.)")
+        _walkthrough(Path(tmp), as_json)
+        _say("(That folder is temporary and now deleted; pass --home DIR to keep it.)", as_json)
 
 
-def _walkthrough(root: Path) -> None:
+def _say(text: str, as_json: bool) -> None:
+    click.echo(text, err=as_json)
+
+
+def _walkthrough(root: Path, as_json: bool) -> None:
     home = root / "registry"
     files = write_demo_files(root / "files")
-    run = _Runner(home)
-    click.echo(f"Demo registry in {home}; files in {root / 'files'}\n")
+    run = _Runner(home, as_json)
+    say = functools.partial(_say, as_json=as_json)
+    say(f"Demo registry in {home}; files in {root / 'files'}\n")
     run("init", quiet=True)
 
     def party(name: str, email: str, kind: str = "person") -> str:
@@ -164,12 +183,12 @@ def _walkthrough(root: Path) -> None:
     mal = party("Mal Claimant", "mal@example.net")
     op = party("Registry Operator", "operator@consentry.example", "organisation")
     run("party", "verify", op, "--level", "operator", quiet=True)
-    click.echo(
+    say(
         f"Parties: Ann {ann}, Bo {bo} (co-holder), Lumen Lab {lab}, Other AI Co {other}, "
         f"Mal {mal}, operator {op}\n"
     )
 
-    click.echo(click.style("1. Register works: only fingerprints are stored.", fg="cyan"))
+    say(click.style("1. Register works: only fingerprints are stored.", fg="cyan"))
     rows = run(
         "work",
         "register",
@@ -201,7 +220,7 @@ def _walkthrough(root: Path) -> None:
             note=note,
         )
 
-    click.echo(click.style("\n2. A grant needs every holder.", fg="cyan"))
+    say(click.style("\n2. A grant needs every holder.", fg="cyan"))
     g1 = run(
         "grant",
         "create",
@@ -229,7 +248,7 @@ def _walkthrough(root: Path) -> None:
     check("story", "another licensee", licensee=other)
     check("story", "after the grant expired", "--at", "2028-01-15")
 
-    click.echo(click.style("\n3. Revocation ends future use.", fg="cyan"))
+    say(click.style("\n3. Revocation ends future use.", fg="cyan"))
     g2 = run(
         "grant",
         "create",
@@ -247,7 +266,7 @@ def _walkthrough(root: Path) -> None:
     run("grant", "revoke", g2, "--by", ann, "--reason", "changed my mind")
     check("cover", "revoked")
 
-    click.echo(click.style("\n4. Not yet valid; holder verification too low.", fg="cyan"))
+    say(click.style("\n4. Not yet valid; holder verification too low.", fg="cyan"))
     start = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
     run(
         "grant",
@@ -282,7 +301,7 @@ def _walkthrough(root: Path) -> None:
     run("party", "verify", ann, "--level", "email", quiet=True)
     check("essay", "after `consentry party verify " + ann + " --level email`", purpose="rag")
 
-    click.echo(click.style("\n5. A co-holder's reservation beats the other's grant.", fg="cyan"))
+    say(click.style("\n5. A co-holder's reservation beats the other's grant.", fg="cyan"))
     g5 = run(
         "grant",
         "create",
@@ -299,7 +318,7 @@ def _walkthrough(root: Path) -> None:
     run("reserve", "--by", bo, "--work", lyrics, "--purpose", "train-genai")
     check("lyrics", "reserved by Bo")
 
-    click.echo(click.style("\n6. A dispute freezes both sides' grants.", fg="cyan"))
+    say(click.style("\n6. A dispute freezes both sides' grants.", fg="cyan"))
     rows = run(
         "work",
         "register",
@@ -323,18 +342,16 @@ def _walkthrough(root: Path) -> None:
     )
     check("essay", "after the operator voided the false claim", purpose="rag")
 
-    click.echo(click.style("\n7. Nothing registered, no grant, unreadable: deny.", fg="cyan"))
+    say(click.style("\n7. Nothing registered, no grant, unreadable: deny.", fg="cyan"))
     check("unregistered", "opt-in: an unknown item is not admitted")
     run("work", "register", str(files["diary"]), "--holder", ann, quiet=True)
     check("diary", "registered, but Ann granted nothing")
     check("empty", "a corrupt/empty file")
 
-    click.echo(click.style("\n8. Who may use the story now?", fg="cyan"))
+    say(click.style("\n8. Who may use the story now?", fg="cyan"))
     run("status", story)
 
-    click.echo(
-        click.style("\n9. The gate: a dataset checked offline against a snapshot.", fg="cyan")
-    )
+    say(click.style("\n9. The gate: a dataset checked offline against a snapshot.", fg="cyan"))
     snap = root / "registry.snapshot"
     run("snapshot", "export", "--out", str(snap))
     dataset = _demo_dataset(root / "dataset", files)
@@ -363,18 +380,18 @@ def _walkthrough(root: Path) -> None:
             f"consentry gate {source.relative_to(root)} --snapshot registry.snapshot "
             f"--policy policy.toml --out {out.name}"
         )
-        click.echo(click.style(f"$ {shown}", bold=True))
-        click.echo(
+        say(click.style(f"$ {shown}", bold=True))
+        say(
             f"  {counts['items']} items: {counts['admit']} admitted, "
             f"{counts['deny']} denied  {counts['by_reason']}"
         )
         reports.append(out / "report.html")
-    click.echo(
+    say(
         "\nThe CC0-labelled copy of Ann's registered poem was denied: a licence in the "
         "metadata never overrides the registry."
     )
-    click.echo("Reports: " + ", ".join(str(r) for r in reports))
-    click.echo(f"\nDone. Explore with: consentry --home {home} work list")
+    say("Reports: " + ", ".join(str(r) for r in reports))
+    say(f"\nDone. Explore with: consentry --home {home} work list")
 
 
 def _demo_dataset(folder: Path, files: dict[str, Path]) -> Path:

@@ -20,10 +20,12 @@ from consentry.cli.demo import demo
 from consentry.cli.disputes import dispute, reserve
 from consentry.cli.gate import gate, snapshot
 from consentry.cli.grants import grant
+from consentry.cli.ledger import ledger, receipt
 from consentry.cli.output import Out, json_option
 from consentry.cli.parties import party
 from consentry.cli.works import work
 from consentry.errors import ConsentryError
+from consentry.ledger.log import init_log
 
 __all__ = ["cli", "main"]
 
@@ -54,11 +56,15 @@ def init(app: AppContext, as_json: bool) -> None:
     """Create the registry (or upgrade its schema) in the home / database URL."""
     db = app.database(check=False)
     revision = db.migrate()
+    log = init_log(db, app.settings)  # the log's origin and the operator key, chosen once
     obj = {"home": str(app.settings.home), "database": db.location, "schema": revision}
+    obj |= {"log_origin": log.origin, "operator_vkey": log.operator_vkey}
     Out(as_json).emit(obj, f"registry ready at {db.location} (schema {revision})")
 
 
 for command in (party, work, grant, reserve, dispute, status, check, match, snapshot, gate, demo):
+    cli.add_command(command)
+for command in (ledger, receipt):
     cli.add_command(command)
 
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,6 +31,7 @@ from consentry.domain import (
 )
 from consentry.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from consentry.fingerprint.base import Fingerprint
+from consentry.ledger.log import commit_party
 from consentry.registry.events import record_event
 from consentry.registry.ids import format_id, parse_id
 from consentry.registry.mapping import (
@@ -157,7 +158,9 @@ class RegistryService:
         self.session.add(row)
         self.session.flush()
         pid = format_id("party", row.id)
-        record_event(self.session, "party.add", pid, at, {"party_kind": kind.value})
+        # Salted commitments, not the name and address: the log is permanent, people may leave.
+        commitments = commit_party(self.session, row.id, name, mail)
+        record_event(self.session, "party.add", pid, at, {"party_kind": kind.value, **commitments})
         return party_from_row(row)
 
     def verify_party(

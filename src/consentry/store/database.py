@@ -69,7 +69,7 @@ def _make_engine(settings: Settings) -> Engine:
 
 def _translate(exc: DBAPIError, settings: Settings) -> StoreError:
     text = str(exc.orig) if exc.orig is not None else str(exc)
-    if "locked" in text or "busy" in text:
+    if "locked" in text or "busy" in text or "lock timeout" in text:
         return DatabaseLockedError(
             f"the registry database is locked by another writer (waited "
             f"{settings.busy_timeout}s; raise CONSENTRY_BUSY_TIMEOUT or retry)"
@@ -126,6 +126,9 @@ class Database:
             raise self._newer(current, head)
         with self._writer.begin() as conn:
             if not self.settings.is_sqlite:
+                conn.exec_driver_sql(
+                    f"SET LOCAL lock_timeout = {self.settings.busy_timeout * 1000}"
+                )
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
             cfg = _alembic_config()
             cfg.attributes["connection"] = conn
@@ -177,9 +180,11 @@ class Database:
         try:
             with Session(self._writer, expire_on_commit=False) as session, session.begin():
                 if not self.settings.is_sqlite:
-                    session.connection().exec_driver_sql(
-                        f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})"
-                    )
+                    conn = session.connection()
+                    # Wait for another writer as long as SQLite would, then give up cleanly.
+                    timeout_ms = self.settings.busy_timeout * 1000
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
                 yield session
         except DBAPIError as exc:
             raise _translate(exc, self.settings) from exc

@@ -1,0 +1,9 @@
+"""The registry's storage: tables, the log's tables, the database (engines, migrations).
+
+Importing the package registers every table on :data:`consentry.store.tables.Base.metadata`,
+so Alembic and the schema checks see the whole schema.
+"""
+
+from consentry.store import log_tables, tables
+
+__all__ = ["log_tables", "tables"]
