@@ -38,6 +38,7 @@ def reference() -> str:
             info_name="consentry " + " ".join(path),
             terminal_width=80,
             max_content_width=80,
+            help_option_names=["-h", "--help"],
         )
         lines += [
             f"### consentry {' '.join(path)}",

@@ -54,7 +54,8 @@ def _pg_database() -> Iterator[str]:
             conn.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                    "WHERE datname = :n AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"
                 ),
                 {"n": name},
             )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import click
 
 from consentry import __version__
+from consentry.cli.audit import audit, key
 from consentry.cli.checks import check, match, status
 from consentry.cli.context import AppContext, pass_app
 from consentry.cli.demo import demo
@@ -64,14 +65,18 @@ def init(app: AppContext, as_json: bool) -> None:
 
 for command in (party, work, grant, reserve, dispute, status, check, match, snapshot, gate, demo):
     cli.add_command(command)
-for command in (ledger, receipt):
+for command in (ledger, receipt, audit, key):
     cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising (handy for tests)."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="consentry",
+            standalone_mode=False,
+        )
     except ConsentryError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
@@ -79,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo("aborted", err=True)
         return 1
     except click.ClickException as exc:
-        exc.show()
+        # One line naming the problem (the contract), not click's usage banner.
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
         return 1
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)

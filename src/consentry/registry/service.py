@@ -214,6 +214,9 @@ class RegistryService:
         for number in numbers:
             get_row(self.session, PartyRow, "party", number)
         shares = [h.share for h in holders]
+        for share in shares:
+            if share is not None and not (share.is_finite() and Decimal(0) < share <= 100):
+                raise InvalidInputError(f"a holder share must be between 0 and 100, not {share}")
         if any(s is not None for s in shares):
             if any(s is None for s in shares):
                 raise InvalidInputError("give a share for every holder, or for none")
@@ -422,8 +425,10 @@ class RegistryService:
             raise InvalidInputError(f"payment {spec.payment.value} needs --amount and --currency")
         if not paid and (spec.amount is not None or spec.currency is not None):
             raise InvalidInputError(f"payment {spec.payment.value} takes no amount or currency")
-        if spec.amount is not None and spec.amount < 0:
-            raise InvalidInputError("--amount cannot be negative")
+        if spec.amount is not None and (not spec.amount.is_finite() or spec.amount < 0):
+            raise InvalidInputError(
+                f"--amount must be a finite, non-negative number, not {spec.amount}"
+            )
         if spec.currency is not None and not _CURRENCY.match(spec.currency):
             raise InvalidInputError(f"currency {spec.currency!r} is not an ISO 4217 code")
 

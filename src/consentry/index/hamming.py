@@ -1,0 +1,517 @@
+"""The image index: a Hamming multi-index over 256-bit codes, exact re-ranking, verification.
+
+Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
+
+- **global** codes, one per registered picture and recipe (``pdq`` ``full``; ``pdqr1``
+  ``all`` and ``trim``, see :mod:`consentry.fingerprint.image`). A query's whole-picture
+  codes and their mirrored/rotated variants are looked up within :data:`RETRIEVAL_RADIUS`,
+  re-ranked by exact distance, and a work matches (stage ``pdq``) when its best distance is
+  at most :data:`GLOBAL_THRESHOLD`.
+- **local** codes, the ORB descriptors of each registered picture (``orb1``), with their
+  positions. The query's descriptors are looked up the same way (radius
+  :data:`LOCAL_RADIUS`); works with at least :data:`MIN_VOTES` matched keypoints are verified
+  geometrically (:mod:`consentry.index.verify`), and match (stage ``local``) with at least
+  :data:`MIN_INLIERS` inliers of one similarity transform. This finds crops, pads,
+  overlays, rotations and screenshots that whole-picture hashes miss.
+
+Multi-index hashing (Norouzi, Punjani and Fleet, "Fast search in Hamming space with
+multi-index hashing", CVPR 2012): a code is cut into 16 chunks of 16 bits; two codes within
+distance 31 agree on at least one chunk up to one bit (pigeonhole), so probing each chunk's
+value and its 16 one-bit neighbours finds every code within 31, and most beyond. Each chunk
+is a CSR table (``offsets[65537]``, ``order[n]``: entry numbers sorted by chunk value), so a
+probe is two array reads. Everything is a ``.npy`` array, loaded memory-mapped.
+
+Incremental updates: new codes go to a small *delta* segment rebuilt at each save; when it
+exceeds an eighth of the main segment they are merged. Saving writes a new generation of
+files and then replaces ``meta.json`` atomically; readers that memory-mapped the previous
+generation keep their (unlinked) files.
+
+Thresholds come from the benchmark (``make bench``, ``docs/recognition-images.md``), chosen
+so that no distractor query matched at the operating point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from consentry.domain.decision import WorkMatch
+from consentry.errors import InvalidInputError
+from consentry.fingerprint.base import Fingerprint
+from consentry.fingerprint.image import (
+    KIND_LOCAL,
+    KIND_PDQ,
+    KIND_REGION,
+    VARIANT_SEP,
+    decode_local_features,
+)
+from consentry.index.verify import verify_similarity
+
+__all__ = [
+    "GLOBAL_THRESHOLD",
+    "LOCAL_RADIUS",
+    "MIN_INLIERS",
+    "MIN_VOTES",
+    "RETRIEVAL_RADIUS",
+    "CodeIndex",
+    "HammingIndex",
+    "HammingIndexFactory",
+]
+
+#: Candidates are retrieved within this distance (complete up to 31 by the pigeonhole rule).
+RETRIEVAL_RADIUS: Final = 40
+#: A registered picture matches a query picture when their best whole-picture codes differ
+#: in at most this many of 256 bits.
+GLOBAL_THRESHOLD: Final = 30
+#: ORB descriptors within this distance count as a keypoint match.
+LOCAL_RADIUS: Final = 40
+#: Works with fewer keypoint matches are not verified.
+MIN_VOTES: Final = 8
+#: A geometric verification needs this many inliers.
+MIN_INLIERS: Final = 12
+#: At most this many candidate works are verified per query.
+MAX_VERIFIED: Final = 8
+
+FORMAT: Final = "consentry-hamming-index"
+VERSION: Final = 1
+CHUNKS: Final = 16
+CODE_BYTES: Final = 32
+_BUCKETS: Final = 1 << 16
+_PROBES: Final = np.array([0] + [1 << b for b in range(16)], dtype=np.uint32)
+
+# Tags of global entries: which recipe and region a registered code came from.
+_TAG_NAMES: Final = ("pdq", "pdqr-all", "pdqr-trim")
+_TAG_OF: Final = {(KIND_PDQ, "full"): 0, (KIND_REGION, "all"): 1, (KIND_REGION, "trim"): 2}
+
+_U8 = npt.NDArray[np.uint8]
+_U32 = npt.NDArray[np.uint32]
+_I64 = npt.NDArray[np.int64]
+
+
+@dataclass
+class _Segment:
+    """An immutable block of entries with its multi-index tables."""
+
+    codes: _U8  # (n, 32)
+    owner: _U32  # (n,) work ordinal
+    aux: _U32  # (n,) tag (global) or packed x, y in quarter pixels (local)
+    order: _U32  # (16, n) entry numbers sorted by chunk value
+    offsets: _U32  # (16, 65537) CSR offsets into order
+    stem: str | None = None  # file name prefix once saved
+
+    @classmethod
+    def build(cls, codes: _U8, owner: _U32, aux: _U32) -> _Segment:
+        chunks = _chunks(codes)  # (n, 16)
+        order = np.empty((CHUNKS, len(codes)), np.uint32)
+        offsets = np.empty((CHUNKS, _BUCKETS + 1), np.uint32)
+        for c in range(CHUNKS):
+            column = chunks[:, c]
+            # Stable radix sort of 16-bit keys: fast even for tens of millions of codes.
+            idx = np.argsort(column, kind="stable")
+            order[c] = idx
+            counts = np.bincount(column, minlength=_BUCKETS)
+            offsets[c, 0] = 0
+            np.cumsum(counts, out=offsets[c, 1:])
+        return cls(codes, owner, aux, order, offsets)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def search(self, queries: _U8, radius: int, *, flips: bool = True) -> tuple[_I64, _I64, _I64]:
+        """``(query, entry, distance)`` of candidates within ``radius``.
+
+        With ``flips`` every code within 31 is found; without, every code within 15 (and
+        many beyond), for 17 times fewer probes: ORB descriptors crowd into few buckets.
+        """
+        empty = np.empty(0, np.int64)
+        if len(self) == 0 or len(queries) == 0:
+            return empty, empty, empty
+        values = _chunks(queries).astype(np.uint32)  # (m, 16)
+        masks = _PROBES if flips else _PROBES[:1]
+        probes = values[:, :, None] ^ masks[None, None, :]  # (m, 16, 17 or 1)
+        chunk_of = np.broadcast_to(np.arange(CHUNKS)[None, :, None], probes.shape)
+        starts = self.offsets[chunk_of, probes].astype(np.int64).ravel()
+        stops = self.offsets[chunk_of, probes + 1].astype(np.int64).ravel()
+        lengths = stops - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return empty, empty, empty
+        query_of = np.repeat(
+            np.broadcast_to(np.arange(len(queries))[:, None, None], probes.shape).ravel(), lengths
+        )
+        base = (chunk_of.ravel().astype(np.int64) * len(self)) + starts
+        # Positions inside the flattened order table: base of each range plus 0..length-1.
+        ends = np.cumsum(lengths)
+        within = np.arange(total, dtype=np.int64) - np.repeat(ends - lengths, lengths)
+        positions = np.repeat(base, lengths) + within
+        entries = self.order.reshape(-1)[positions].astype(np.int64)
+        pairs = _distinct(query_of * len(self) + entries)
+        query_of, entries = pairs // len(self), pairs % len(self)
+        distances = _distance(queries[query_of], self.codes[entries])
+        keep = distances <= radius
+        return query_of[keep], entries[keep], distances[keep]
+
+
+class CodeIndex:
+    """A growable multi-index of 256-bit codes: a main segment plus a delta segment."""
+
+    def __init__(self, main: _Segment | None = None, delta: _Segment | None = None) -> None:
+        self.main = main if main is not None else _empty_segment()
+        self.delta = delta if delta is not None else _empty_segment()
+        self._pending: list[tuple[_U8, _U32, _U32]] = []
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.delta) + sum(len(p[0]) for p in self._pending)
+
+    def add(self, codes: _U8, owner: _U32, aux: _U32) -> None:
+        if len(codes):
+            self._pending.append((codes, owner, aux))
+
+    def seal(self) -> None:
+        """Index pending codes: rebuild the delta segment, or merge all when it grew large."""
+        if not self._pending:
+            return
+        parts = [(self.delta.codes, self.delta.owner, self.delta.aux), *self._pending]
+        self._pending = []
+        codes = np.concatenate([p[0] for p in parts])
+        owner = np.concatenate([p[1] for p in parts])
+        aux = np.concatenate([p[2] for p in parts])
+        if len(codes) * 8 > len(self.main):
+            merged = (
+                np.concatenate([self.main.codes, codes]),
+                np.concatenate([self.main.owner, owner]),
+                np.concatenate([self.main.aux, aux]),
+            )
+            self.main = _Segment.build(*merged)
+            self.delta = _empty_segment()
+        else:
+            self.delta = _Segment.build(codes, owner, aux)
+
+    def search(
+        self, queries: _U8, radius: int, *, flips: bool = True
+    ) -> tuple[_I64, _U32, _U32, _I64]:
+        """``(query, owner, aux, distance)`` of indexed codes within ``radius``."""
+        self.seal()
+        found = []
+        for segment in (self.main, self.delta):
+            q, e, d = segment.search(queries, radius, flips=flips)
+            found.append((q, segment.owner[e], segment.aux[e], d))
+        return (
+            np.concatenate([f[0] for f in found]),
+            np.concatenate([f[1] for f in found]),
+            np.concatenate([f[2] for f in found]),
+            np.concatenate([f[3] for f in found]),
+        )
+
+
+class HammingIndex:
+    """:class:`~consentry.index.base.WorkIndex` for images (see the module docstring)."""
+
+    name: Final = "image-hamming"
+    kinds: Final = frozenset({KIND_PDQ, KIND_REGION, KIND_LOCAL})
+
+    def __init__(
+        self,
+        work_ids: list[str] | None = None,
+        global_codes: CodeIndex | None = None,
+        local_codes: CodeIndex | None = None,
+        watermark: int = 0,
+        saved_works: int = 0,
+        works_stem: str | None = None,
+    ) -> None:
+        self._work_ids: list[str] = work_ids if work_ids is not None else []
+        self._ordinal: dict[str, int] | None = None
+        self.global_codes = global_codes if global_codes is not None else CodeIndex()
+        self.local_codes = local_codes if local_codes is not None else CodeIndex()
+        self._watermark = watermark
+        self._saved_works = saved_works
+        self._works_stem = works_stem
+
+    @property
+    def watermark(self) -> int:
+        return self._watermark
+
+    def __len__(self) -> int:
+        return len(self._work_ids)
+
+    def add(self, work_id: str, fingerprints: Sequence[Fingerprint], row_id: int) -> None:
+        if self._ordinal is None:
+            self._ordinal = {w: i for i, w in enumerate(self._work_ids)}
+        ordinal = self._ordinal.get(work_id)
+        if ordinal is None:
+            ordinal = len(self._work_ids)
+            self._work_ids.append(work_id)
+            self._ordinal[work_id] = ordinal
+        global_codes: list[bytes] = []
+        tags: list[int] = []
+        for fp in fingerprints:
+            tag = _TAG_OF.get((fp.kind, fp.region))
+            if tag is not None:
+                global_codes.append(_code(fp.value))
+                tags.append(tag)
+            elif fp.kind == KIND_LOCAL and VARIANT_SEP not in fp.region:
+                xy, descriptors = decode_local_features(fp.value)
+                packed = _pack_xy(xy)
+                owners = np.full(len(descriptors), ordinal, np.uint32)
+                self.local_codes.add(descriptors, owners, packed)
+        if global_codes:
+            codes = np.frombuffer(b"".join(global_codes), np.uint8).reshape(-1, CODE_BYTES)
+            owners = np.full(len(codes), ordinal, np.uint32)
+            self.global_codes.add(codes, owners, np.array(tags, np.uint32))
+        self._watermark = max(self._watermark, row_id)
+
+    def match(self, fingerprints: Sequence[Fingerprint]) -> list[WorkMatch]:
+        return self.scored(fingerprints)
+
+    def scored(
+        self,
+        fingerprints: Sequence[Fingerprint],
+        *,
+        global_threshold: int = GLOBAL_THRESHOLD,
+        min_inliers: int = MIN_INLIERS,
+    ) -> list[WorkMatch]:
+        """:meth:`match` with other thresholds (the benchmark uses lax ones for AP curves)."""
+        found_all = [
+            *self._match_global(fingerprints, global_threshold),
+            *self._match_local(fingerprints, min_inliers),
+        ]
+        best: dict[int, WorkMatch] = {}
+        for ordinal, found in found_all:
+            if ordinal not in best or found.score > best[ordinal].score:
+                best[ordinal] = found
+        return sorted(best.values(), key=lambda m: (-m.score, m.work_id))
+
+    def _match_global(
+        self, fingerprints: Sequence[Fingerprint], threshold: int
+    ) -> list[tuple[int, WorkMatch]]:
+        queries: list[bytes] = []
+        families: list[int] = []  # 0: pdq, 1: pdqr
+        for fp in fingerprints:
+            if fp.kind == KIND_PDQ:
+                queries.append(_code(fp.value))
+                families.append(0)
+            elif fp.kind == KIND_REGION:
+                queries.append(_code(fp.value))
+                families.append(1)
+        if not queries:
+            return []
+        codes = np.frombuffer(b"".join(queries), np.uint8).reshape(-1, CODE_BYTES)
+        q, owner, tag, dist = self.global_codes.search(codes, RETRIEVAL_RADIUS)
+        # Exact re-ranking is done by search; compare like with like (PDQ with PDQ).
+        same = (np.asarray(families)[q] == 0) == (tag == 0)
+        q, owner, tag, dist = q[same], owner[same], tag[same], dist[same]
+        out: list[tuple[int, WorkMatch]] = []
+        for ordinal in _distinct(owner[dist <= threshold].astype(np.int64)):
+            mine = owner == ordinal
+            at = int(np.argmin(np.where(mine, dist, 1 << 20)))
+            distance = int(dist[at])
+            evidence = {"distance": distance, "region": _TAG_NAMES[int(tag[at])]}
+            score = round(1.0 - distance / 128.0, 4)
+            work = self._work_ids[int(ordinal)]
+            out.append((int(ordinal), WorkMatch(work, score, "pdq", evidence)))
+        return out
+
+    def _match_local(
+        self, fingerprints: Sequence[Fingerprint], min_inliers: int
+    ) -> list[tuple[int, WorkMatch]]:
+        local = [fp for fp in fingerprints if fp.kind == KIND_LOCAL]
+        if not local or len(self.local_codes) == 0:
+            return []
+        xy, descriptors = decode_local_features(local[0].value)
+        q, owner, aux, dist = self.local_codes.search(descriptors, LOCAL_RADIUS, flips=False)
+        if len(q) == 0:
+            return []
+        works, votes = _distinct(owner.astype(np.int64), counts=True)
+        # Distinct query keypoints per work, not raw pairs, decide who is verified.
+        ranked = sorted(
+            ((len(_distinct(q[owner == w])), int(w)) for w in works[votes >= MIN_VOTES]),
+            reverse=True,
+        )
+        out: list[tuple[int, WorkMatch]] = []
+        for distinct, ordinal in ranked[:MAX_VERIFIED]:
+            if distinct < MIN_VOTES:
+                continue
+            mine = owner == ordinal
+            verified = verify_similarity(xy[q[mine]], _unpack_xy(aux[mine]), dist[mine])
+            if verified is None or verified.inliers < min_inliers:
+                continue
+            evidence = {
+                "inliers": verified.inliers,
+                "keypoint_matches": verified.matches,
+                "scale": round(verified.scale, 3),
+                "rotation_degrees": round(verified.rotation_degrees, 1),
+            }
+            score = round(min(1.0, 0.5 + verified.inliers / 100.0), 4)
+            work = self._work_ids[ordinal]
+            out.append((ordinal, WorkMatch(work, score, "local", evidence)))
+        return out
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        generation = uuid.uuid4().hex[:12]
+        files: dict[str, object] = {}
+        for family, index in (("global", self.global_codes), ("local", self.local_codes)):
+            index.seal()
+            for part in ("main", "delta"):
+                segment: _Segment = getattr(index, part)
+                if segment.stem is None or not _segment_exists(directory, segment.stem):
+                    segment.stem = f"{family}-{part}-{generation}"
+                    _write_segment(directory, segment)
+                files[f"{family}-{part}"] = segment.stem
+        if (
+            self._works_stem is None
+            or self._saved_works != len(self._work_ids)
+            or not (directory / f"{self._works_stem}.npy").exists()  # saving elsewhere
+        ):
+            self._works_stem = f"works-{generation}"
+            ids = np.array(self._work_ids, dtype=np.bytes_) if self._work_ids else np.empty(0, "S1")
+            _save_array(directory / f"{self._works_stem}.npy", ids)
+            self._saved_works = len(self._work_ids)
+        files["works"] = self._works_stem
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "watermark": self._watermark,
+            "works": len(self._work_ids),
+            "files": files,
+        }
+        tmp = directory / f"meta.json.{generation}.tmp"
+        tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, directory / "meta.json")
+        _remove_unreferenced(directory, {str(v) for v in files.values()})
+
+
+class HammingIndexFactory:
+    """Creates or loads (memory-mapped) :class:`HammingIndex` instances."""
+
+    name: str = HammingIndex.name
+
+    def create(self) -> HammingIndex:
+        return HammingIndex()
+
+    def load(self, directory: Path) -> HammingIndex:
+        try:
+            meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            msg = f"cannot load image index from {directory}: {exc}"
+            raise InvalidInputError(msg) from exc
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            msg = f"{directory} is not a version-{VERSION} image index"
+            raise InvalidInputError(msg)
+        files = meta["files"]
+        raw_ids = np.load(directory / f"{files['works']}.npy", allow_pickle=False)
+        work_ids = [bytes(w).decode("ascii") for w in raw_ids]
+        indexes = []
+        for family in ("global", "local"):
+            main = _read_segment(directory, files[f"{family}-main"])
+            delta = _read_segment(directory, files[f"{family}-delta"])
+            indexes.append(CodeIndex(main, delta))
+        return HammingIndex(
+            work_ids,
+            indexes[0],
+            indexes[1],
+            int(meta["watermark"]),
+            len(work_ids),
+            files["works"],
+        )
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+_ARRAYS: Final = ("codes", "owner", "aux", "order", "offsets")
+
+
+def _empty_segment() -> _Segment:
+    return _Segment.build(
+        np.empty((0, CODE_BYTES), np.uint8), np.empty(0, np.uint32), np.empty(0, np.uint32)
+    )
+
+
+def _write_segment(directory: Path, segment: _Segment) -> None:
+    for name in _ARRAYS:
+        _save_array(directory / f"{segment.stem}-{name}.npy", getattr(segment, name))
+
+
+def _segment_exists(directory: Path, stem: str) -> bool:
+    return all((directory / f"{stem}-{name}.npy").exists() for name in _ARRAYS)
+
+
+def _read_segment(directory: Path, stem: str) -> _Segment:
+    arrays = [np.load(directory / f"{stem}-{n}.npy", mmap_mode="r") for n in _ARRAYS]
+    segment = _Segment(*arrays)
+    segment.stem = stem
+    return segment
+
+
+def _save_array(path: Path, array: npt.NDArray[np.generic]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _remove_unreferenced(directory: Path, stems: set[str]) -> None:
+    for path in directory.glob("*.npy"):
+        if not any(path.name.startswith(f"{stem}-") or path.stem == stem for stem in stems):
+            path.unlink(missing_ok=True)
+
+
+@overload
+def _distinct(values: _I64) -> _I64: ...
+@overload
+def _distinct(values: _I64, *, counts: Literal[True]) -> tuple[_I64, _I64]: ...
+def _distinct(values: _I64, *, counts: bool = False) -> _I64 | tuple[_I64, _I64]:
+    """Sorted distinct values (and their counts), by sorting: NumPy 2's hash-based
+    ``np.unique`` is an order of magnitude slower on these small integer arrays."""
+    ordered = np.sort(values)
+    first = np.ones(len(ordered), bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    distinct: _I64 = ordered[first]
+    if not counts:
+        return distinct
+    starts = np.flatnonzero(first)
+    tally: _I64 = np.diff(np.append(starts, len(ordered))).astype(np.int64)
+    return distinct, tally
+
+
+def _code(value: str) -> bytes:
+    try:
+        code = bytes.fromhex(value)
+    except ValueError as exc:
+        msg = f"an image hash must be hex digits, got {value[:80]!r}"
+        raise InvalidInputError(msg) from exc
+    if len(code) != CODE_BYTES:
+        msg = f"an image hash has {CODE_BYTES} bytes, got {len(code)}"
+        raise InvalidInputError(msg)
+    return code
+
+
+def _chunks(codes: _U8) -> npt.NDArray[np.uint16]:
+    """The 16 little-endian 16-bit chunks of each code, (n, 16)."""
+    return np.ascontiguousarray(codes).view("<u2").reshape(-1, CHUNKS)
+
+
+def _distance(a: _U8, b: _U8) -> _I64:
+    xor = np.ascontiguousarray(a).view(np.uint64) ^ np.ascontiguousarray(b).view(np.uint64)
+    result: _I64 = np.bitwise_count(xor).sum(axis=1, dtype=np.int64)
+    return result
+
+
+def _pack_xy(xy: npt.NDArray[np.float64]) -> _U32:
+    quarter = np.clip(np.rint(xy * 4.0), 0, 65535).astype(np.uint32)
+    packed = (quarter[:, 0] << np.uint32(16)) | quarter[:, 1]
+    return packed.astype(np.uint32)
+
+
+def _unpack_xy(packed: _U32) -> npt.NDArray[np.float64]:
+    x = (packed >> 16).astype(np.float64) / 4.0
+    y = (packed & 0xFFFF).astype(np.float64) / 4.0
+    return np.stack([x, y], axis=1)

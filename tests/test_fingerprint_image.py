@@ -1,0 +1,119 @@
+"""The image fingerprinter: what it emits, determinism, robustness, bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from consentry.errors import UnreadableInputError
+from consentry.fingerprint import default_fingerprinters
+from consentry.fingerprint.image import (
+    KIND_LOCAL,
+    KIND_PDQ,
+    KIND_REGION,
+    LOCAL_FEATURES,
+    ImageFingerprinter,
+    decode_local_features,
+    trim_box,
+)
+from consentry.fingerprint.pdq import hamming
+from test_match_cli import jpeg, picture, png_bomb
+
+
+def prints(data: bytes) -> dict[tuple[str, str], str]:
+    return {(f.kind, f.region): f.value for f in ImageFingerprinter().fingerprint(data, "image")}
+
+
+def test_is_a_default_fingerprinter_for_images_only() -> None:
+    fp = ImageFingerprinter()
+    assert any(isinstance(f, ImageFingerprinter) for f in default_fingerprinters())
+    assert fp.applies_to("image")
+    assert not fp.applies_to("text")
+
+
+def test_emits_pdq_with_dihedral_variants_region_hashes_and_local_features() -> None:
+    out = prints(jpeg(picture(1)))
+    assert (KIND_PDQ, "full") in out
+    assert sum(1 for kind, _ in out if kind == KIND_PDQ) == 8
+    assert {(KIND_REGION, "all"), (KIND_REGION, "all~flip")} <= set(out)
+    assert all(len(v) == 64 for (kind, _), v in out.items() if kind != KIND_LOCAL)
+    xy, descriptors = decode_local_features(out[(KIND_LOCAL, "all")])
+    assert 20 <= len(descriptors) <= LOCAL_FEATURES
+    assert xy.shape == (len(descriptors), 2)
+    assert descriptors.shape[1] == 32
+
+
+def test_deterministic() -> None:
+    data = jpeg(picture(2))
+    assert prints(data) == prints(data)
+
+
+def test_reencoded_copy_keeps_hashes_close_and_flip_matches_mirror_variant() -> None:
+    original = picture(3)
+    base = prints(jpeg(original, 95))
+    copy = prints(jpeg(original.resize((240, 180)), 40))
+    distance = hamming(bytes.fromhex(base[KIND_PDQ, "full"]), bytes.fromhex(copy[KIND_PDQ, "full"]))
+    assert distance <= 20
+    mirrored = prints(jpeg(ImageOps.mirror(original), 90))
+    flip = bytes.fromhex(mirrored[KIND_REGION, "all~flip"])
+    assert hamming(flip, bytes.fromhex(base[KIND_REGION, "all"])) <= 20
+
+
+def test_letterbox_is_trimmed() -> None:
+    original = picture(4)
+    w, h = original.size
+    canvas = Image.new("RGB", (w, h * 3 // 2), (0, 0, 0))
+    canvas.paste(original, (0, h // 4))
+    base = prints(jpeg(original))
+    padded = prints(jpeg(canvas))
+    assert (KIND_REGION, "trim") not in base
+    trimmed = bytes.fromhex(padded[KIND_REGION, "trim"])
+    assert hamming(trimmed, bytes.fromhex(base[KIND_REGION, "all"])) <= 24
+
+
+def test_trim_box_finds_uniform_borders_and_leaves_pictures_alone() -> None:
+    grey = np.full((100, 200), 255.0, np.float32)
+    rng = np.random.default_rng(0)
+    grey[20:80, 30:170] = rng.uniform(0, 255, (60, 140))
+    left, top, right, bottom = trim_box(grey)
+    assert 30 <= left <= 32
+    assert 20 <= top <= 22
+    assert 168 <= right <= 170
+    assert 78 <= bottom <= 80
+    noise = rng.uniform(0, 255, (100, 200)).astype(np.float32)
+    assert trim_box(noise) == (0, 0, 200, 100)
+
+
+def test_flat_picture_gives_no_perceptual_fingerprints() -> None:
+    flat = Image.new("RGB", (300, 200), (90, 120, 200))
+    assert prints(jpeg(flat)) == {}
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16", "1"])
+def test_every_pillow_mode_is_fingerprinted(mode: str) -> None:
+    image = picture(5).convert(mode) if mode != "I;16" else picture(5).convert("L")
+    if mode == "I;16":
+        image = Image.fromarray((np.asarray(image, np.uint16) * 257).astype(np.uint16))
+    buf = io.BytesIO()
+    image.save(buf, "TIFF")
+    assert (KIND_PDQ, "full") in prints(buf.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "SVG"),
+        (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 40, "HEIC"),
+        (png_bomb(50_000, 50_000), "decompression bomb"),
+        (jpeg(picture(6))[:500], "(?i)truncated"),
+        (jpeg(picture(6))[:5000], "(?i)truncated"),
+        (b"not an image at all" * 5, "unknown"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(UnreadableInputError, match=message):
+        ImageFingerprinter().fingerprint(data, "image")

@@ -1,0 +1,120 @@
+"""The image index: multi-index search is exact within its radius, persistence, matching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from consentry.errors import InvalidInputError
+from consentry.fingerprint.base import Fingerprint
+from consentry.fingerprint.image import ImageFingerprinter
+from consentry.index import default_index_factories
+from consentry.index.hamming import CodeIndex, HammingIndex, HammingIndexFactory
+from test_match_cli import jpeg, picture
+
+
+def flip_bits(code: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    out = code.copy()
+    for bit in rng.choice(256, count, replace=False):
+        out[bit // 8] ^= np.uint8(1 << (bit % 8))
+    return out
+
+
+def brute(codes: np.ndarray, query: np.ndarray, radius: int) -> set[int]:
+    d = np.unpackbits(codes ^ query[None, :], axis=1).sum(axis=1)
+    return set(np.flatnonzero(d <= radius).tolist())
+
+
+@pytest.mark.parametrize("radius", [0, 10, 31])
+def test_search_equals_brute_force_within_31(radius: int) -> None:
+    rng = np.random.default_rng(radius)
+    codes = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
+    near = np.stack([flip_bits(codes[i], int(rng.integers(0, 32)), rng) for i in range(0, 300)])
+    codes = np.concatenate([codes, near])
+    index = CodeIndex()
+    index.add(codes[:2000], np.arange(2000, dtype=np.uint32), np.zeros(2000, np.uint32))
+    index.seal()  # main segment
+    rest = len(codes) - 2000
+    index.add(codes[2000:], np.arange(2000, len(codes), dtype=np.uint32), np.zeros(rest, np.uint32))
+    for i in range(0, 300, 7):
+        query = codes[i]
+        q, owner, _, dist = index.search(query[None, :], radius)
+        assert set(owner.tolist()) == brute(codes, query, radius)
+        assert (q == 0).all()
+        assert (dist <= radius).all()
+
+
+def test_is_a_default_index() -> None:
+    assert any(f.name == "image-hamming" for f in default_index_factories())
+
+
+@pytest.fixture(scope="module")
+def works() -> dict[str, list[Fingerprint]]:
+    fp = ImageFingerprinter()
+    return {f"W{n + 1}": fp.fingerprint(jpeg(picture(n), 95), "image") for n in range(4)}
+
+
+def query(image: Image.Image, quality: int = 80) -> list[Fingerprint]:
+    return ImageFingerprinter().fingerprint(jpeg(image, quality), "image")
+
+
+def test_match_ranks_the_right_work_first_with_stage_and_evidence(
+    works: dict[str, list[Fingerprint]],
+) -> None:
+    index = HammingIndex()
+    for row, (work_id, prints) in enumerate(works.items(), 1):
+        index.add(work_id, prints, row)
+    assert index.watermark == 4
+    found = index.match(query(picture(2), 40))
+    assert found[0].work_id == "W3"
+    assert found[0].stage in ("pdq", "local")
+    assert 0.0 < found[0].score <= 1.0
+    w, h = picture(2).size
+    cropped = index.match(query(picture(2).crop((0, 0, int(w * 0.7), int(h * 0.7)))))
+    assert cropped[0].work_id == "W3"
+    assert cropped[0].stage == "local"
+    assert cropped[0].evidence["inliers"] >= 12
+    assert index.match(query(picture(50))) == []
+    assert index.match([]) == []
+
+
+def test_save_load_memory_mapped_and_incremental(
+    works: dict[str, list[Fingerprint]], tmp_path: Path
+) -> None:
+    factory = HammingIndexFactory()
+    index = factory.create()
+    items = list(works.items())
+    for row, (work_id, prints) in enumerate(items[:2], 1):
+        index.add(work_id, prints, row)
+    folder = tmp_path / "idx"
+    index.save(folder)
+    loaded = factory.load(folder)
+    assert loaded.watermark == 2
+    assert isinstance(loaded.global_codes.main.codes, np.memmap)
+    assert loaded.match(query(picture(1)))[0].work_id == "W2"
+    for row, (work_id, prints) in enumerate(items[2:], 3):
+        loaded.add(work_id, prints, row)
+    loaded.save(folder)
+    again = factory.load(folder)
+    assert again.watermark == 4
+    assert len(again) == 4
+    assert again.match(query(picture(3)))[0].work_id == "W4"
+    assert again.match(query(picture(0)))[0].work_id == "W1"
+    # Old generations are cleaned up: one set of files per segment plus the work ids.
+    assert len(list(folder.glob("*.npy"))) == 2 * 2 * 5 + 1
+
+
+def test_load_refuses_a_foreign_directory(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError):
+        HammingIndexFactory().load(tmp_path)
+    (tmp_path / "meta.json").write_text('{"format": "other", "version": 1}')
+    with pytest.raises(InvalidInputError, match="not a version-1 image index"):
+        HammingIndexFactory().load(tmp_path)
+
+
+def test_malformed_hash_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="hex"):
+        HammingIndex().add("W1", [Fingerprint("pdq", "zz" * 32, "full")], 1)
