@@ -29,8 +29,14 @@ from sqlalchemy import text
 
 from consentry.config import Settings
 from consentry.ledger import merkle
-from consentry.ledger.log import TransparencyLog, verify_receipt
-from consentry.ledger.note import Checkpoint, TlogProof, generate_signer, parse_signer_key
+from consentry.ledger.log import TransparencyLog, _open_note_cached, verify_receipt
+from consentry.ledger.note import (
+    Checkpoint,
+    TlogProof,
+    generate_signer,
+    parse_signer_key,
+    parse_tlog_proof,
+)
 from consentry.registry.events import record_event
 from consentry.store.database import Database
 
@@ -219,16 +225,36 @@ def run(quick: bool) -> str:
         signature = signer.private_key.sign(message)
         key = Ed25519PublicKey.from_public_bytes(public)
         seconds = 1.0 if quick else 3.0
-        ours_rate = _rate(lambda: verify_receipt(receipt, verifier), seconds)
+
+        def cold() -> object:
+            # A receipt against a checkpoint never seen before: full Ed25519 verification.
+            _open_note_cached.cache_clear()
+            return verify_receipt(receipt, verifier)
+
+        cold_rate = _rate(cold, seconds)
+        warm_rate = _rate(lambda: verify_receipt(receipt, verifier), seconds)
         floor_rate = _rate(
             lambda: (key.verify(signature, message), hashlib.sha256(payload).digest()), seconds
         )
+        proof_hashes = len(parse_tlog_proof(receipt).hashes)
+        hash_floor = _rate(
+            lambda: [hashlib.sha256(payload).digest() for _ in range(proof_hashes + 1)], seconds
+        )
         rows.append(
             (
-                "receipt verification, 1 core",
-                f"{ours_rate:,.0f} /s",
+                "receipt verification, new checkpoint each time, 1 core",
+                f"{cold_rate:,.0f} /s",
                 f"{floor_rate:,.0f} /s Ed25519 verify + SHA-256",
-                f"{floor_rate / ours_rate:.1f}× floor",
+                f"{floor_rate / cold_rate:.1f}× floor",
+                "≥ 20,000/s",
+            )
+        )
+        rows.append(
+            (
+                "receipt verification, shared checkpoint (a snapshot's batch), 1 core",
+                f"{warm_rate:,.0f} /s",
+                f"{hash_floor:,.0f} /s the proof's {proof_hashes + 1} SHA-256s",
+                f"{hash_floor / warm_rate:.1f}× floor",
                 "≥ 20,000/s",
             )
         )

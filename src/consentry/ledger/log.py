@@ -30,6 +30,7 @@ Personal data stays out of the leaves: ``party.add`` carries salted commitments
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -879,6 +880,18 @@ class ReceiptVerification:
         }
 
 
+@functools.lru_cache(maxsize=256)
+def _open_note_cached(note: str, vkey: str) -> tuple[str, tuple[str, ...]]:
+    """:func:`open_note` memoised on (note, key): verification is a pure function of both.
+
+    Receipts come in batches that share one checkpoint (a snapshot's, a manifest's), so the
+    Ed25519 verification — most of a receipt's cost — is done once per checkpoint. Failures
+    raise and are not cached.
+    """
+    text, signers = open_note(note, [parse_verifier_key(vkey)])
+    return text, tuple(signers)
+
+
 def verify_receipt(text: str, verifier: Verifier) -> ReceiptVerification:
     """Verify a grant receipt (its JSON) or a single tlog proof, offline, with one public key.
 
@@ -917,7 +930,7 @@ def verify_receipt(text: str, verifier: Verifier) -> ReceiptVerification:
             raise fail("format", f"the proof is for index {proof.index}")
         # 2. Signature by the trusted key.
         try:
-            note_text, signers = open_note(proof.checkpoint_note, [verifier])
+            note_text, signers = _open_note_cached(proof.checkpoint_note, verifier.to_vkey())
         except VerificationError as exc:
             raise fail("checkpoint signature", str(exc)) from None
         if verifier.name not in signers:

@@ -16,10 +16,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import rfc8785
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from consentry.ledger.canonical import canonical_json
 from consentry.ledger.log import append_event_leaf
 from consentry.store.tables import EventRow
 
@@ -39,7 +39,7 @@ def record_event(
     hot path of every change), and then attached to the session as already persistent.
     """
     body = {"kind": kind, "subject": subject, "at": at.isoformat(), **payload}
-    data: bytes = rfc8785.dumps(body)
+    data: bytes = canonical_json(body)
     session.flush()
     index = append_event_leaf(session, data)
     values = {
