@@ -106,6 +106,8 @@ def _run_gate(source: Path, snap: Path, lab: str, out: Path, workers: int) -> tu
             "train-genai",
             "--out",
             str(out),
+            "--operator-key",
+            str(snap.parent / "home" / "keys" / "operator.pub"),
             "--workers",
             str(workers),
             "--json",
@@ -121,7 +123,11 @@ def _run_gate(source: Path, snap: Path, lab: str, out: Path, workers: int) -> tu
 
 
 def _recognise_only(source: Path, snap: Path, lab: str) -> float:
-    gate = Gate.from_snapshot(snap, policy={"licensee": lab, "purpose": "train-genai"})
+    gate = Gate.from_snapshot(
+        snap,
+        policy={"licensee": lab, "purpose": "train-genai"},
+        operator_key=snap.parent / "home" / "keys" / "operator.pub",
+    )
     started = time.perf_counter()
     for item in open_source(source):
         if item.data is not None:

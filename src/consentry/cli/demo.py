@@ -373,12 +373,14 @@ def _walkthrough(root: Path, as_json: bool) -> None:
             str(policy),
             "--out",
             str(out),
+            "--operator-key",  # pin the registry's public key: the snapshot must be its
+            str(home / "keys" / "operator.pub"),
             quiet=True,
         )
         counts = rows[0]
         shown = (
             f"consentry gate {source.relative_to(root)} --snapshot registry.snapshot "
-            f"--policy policy.toml --out {out.name}"
+            f"--policy policy.toml --operator-key operator.pub --out {out.name}"
         )
         say(click.style(f"$ {shown}", bold=True))
         say(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,12 +13,33 @@ from consentry.cli.grants import PURPOSE_CHOICE
 from consentry.cli.output import Out, json_option
 from consentry.cli.progress import progress
 from consentry.errors import InvalidInputError
+from consentry.gate.logbundle import load_signer_file
 from consentry.gate.policy import load_policy, policy_from_mapping
 from consentry.gate.run import run_gate
-from consentry.gate.snapshot import export_snapshot, read_manifest, verify_files
+from consentry.gate.snapshot import export_snapshot, read_manifest, verify_snapshot
 from consentry.gate.sources import ColumnMap, open_source
+from consentry.ledger.keys import load_operator_signer
 
-__all__ = ["gate", "snapshot"]
+__all__ = ["gate", "operator_key_options", "snapshot"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operator_key_options(func: F) -> F:
+    """``--operator-key`` and ``--trust-snapshot-key``: how a snapshot's signer is pinned."""
+    func = click.option(
+        "--trust-snapshot-key",
+        is_flag=True,
+        help="Accept the key the snapshot names when none is pinned (recorded as unpinned).",
+    )(func)
+    return click.option(
+        "--operator-key",
+        "operator_key",
+        envvar="CONSENTRY_OPERATOR_KEY",
+        show_envvar=True,
+        default=None,
+        help="Registry operator's public key, or a file holding it (keys/operator.pub).",
+    )(func)
 
 
 @click.group()
@@ -31,14 +54,17 @@ def snapshot() -> None:
 @json_option
 @pass_app
 def snapshot_export(app: AppContext, out: Path, as_json: bool) -> None:
-    """Write a self-contained, content-addressed snapshot of the registry.
+    """Write a self-contained, content-addressed, signed snapshot of the registry.
 
-    Holds grants, holders, reservations, disputes, fingerprints and match indexes; no e-mail
-    addresses (parties appear by id and display name only).
+    Holds grants, holders, reservations, disputes, fingerprints, match indexes and the log
+    events with proofs against a fresh checkpoint; no e-mail addresses (parties appear by id
+    and display name only). Signed with the operator key of the home.
     """
     db = app.database()
-    with db.read() as session:
-        info = export_snapshot(session, db.settings.home, out)
+    signer = load_operator_signer(db.settings.home)
+    # One write transaction: the log cannot grow between the checkpoint and the export.
+    with db.write() as session:
+        info = export_snapshot(session, db.settings.home, out, signer=signer)
     counts = info.manifest["counts"]
     obj = {"path": str(info.path), "id": info.id, "counts": counts}
     human = f"snapshot {info.id}\n  at {info.path}\n  " + ", ".join(
@@ -49,13 +75,24 @@ def snapshot_export(app: AppContext, out: Path, as_json: bool) -> None:
 
 @snapshot.command("info")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--no-verify", is_flag=True, help="Skip re-hashing every file.")
+@click.option("--no-verify", is_flag=True, help="Skip every check but the manifest's id.")
+@operator_key_options
 @json_option
-def snapshot_info(path: Path, no_verify: bool, as_json: bool) -> None:
-    """Show a snapshot's id, counts and files; verifies its content hashes."""
-    manifest = read_manifest(path)
-    if not no_verify:
-        verify_files(path, manifest)
+def snapshot_info(
+    path: Path,
+    no_verify: bool,
+    operator_key: str | None,
+    trust_snapshot_key: bool,
+    as_json: bool,
+) -> None:
+    """Show a snapshot's id, counts and files; verifies signature, hashes and log proofs."""
+    if no_verify:
+        manifest = read_manifest(path)
+        pinned = False
+    else:
+        manifest, log = verify_snapshot(path, operator_key, trust_snapshot_key=trust_snapshot_key)
+        pinned = log.key_pinned
+    log_meta = manifest.get("log", {})
     obj = {
         "path": str(path),
         "id": manifest["id"],
@@ -64,13 +101,22 @@ def snapshot_info(path: Path, no_verify: bool, as_json: bool) -> None:
         "tool": manifest["tool"],
         "counts": manifest["counts"],
         "indexes": manifest.get("indexes", []),
+        "log": log_meta,
         "verified": not no_verify,
+        "operator_key_pinned": pinned,
     }
+    if no_verify:
+        checked = "  signature, content hashes and log proofs not checked"
+    else:
+        checked = "  signature, content hashes and log proofs verified" + (
+            "" if pinned else " (against the key the snapshot names: NOT pinned)"
+        )
     lines = [
         f"snapshot {manifest['id']}",
         f"  created {manifest['created_at']} by {manifest['tool']}",
         "  " + ", ".join(f"{n} {k}" for k, n in manifest["counts"].items()),
-        "  content hashes verified" if not no_verify else "  content hashes not checked",
+        f"  log {log_meta.get('origin')} at size {log_meta.get('checkpoint_size')}",
+        checked,
     ]
     Out(as_json).emit(obj, "\n".join(lines))
 
@@ -127,6 +173,14 @@ def snapshot_info(path: Path, no_verify: bool, as_json: bool) -> None:
     type=click.IntRange(1, 100_000),
     help="Items per resumable chunk.",
 )
+@operator_key_options
+@click.option(
+    "--sign-key",
+    "sign_key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Your signer key file (consentry key generate): signs the manifest (manifest.sig).",
+)
 @json_option
 def gate(
     source: Path,
@@ -143,13 +197,18 @@ def gate(
     image_column: str | None,
     meta_columns: tuple[str, ...],
     chunk_size: int,
+    operator_key: str | None,
+    trust_snapshot_key: bool,
+    sign_key: Path | None,
     as_json: bool,
 ) -> None:
     """Run a dataset through the registry offline: admitted subset, decisions, report.
 
     Denied items are answers, not failures: exit 0 whatever is decided. Snapshot or policy
-    problems stop the run before it starts; unreadable items are denied as `unreadable`.
+    problems (a signature that does not verify with --operator-key included) stop the run
+    before it starts; unreadable items are denied as `unreadable`.
     """
+    signer = load_signer_file(sign_key) if sign_key is not None else None
     if policy_file is not None:
         if licensee or purpose:
             raise InvalidInputError("give --policy, or --licensee and --purpose, not both")
@@ -180,6 +239,9 @@ def gate(
             resume=resume,
             chunk_size=chunk_size,
             on_progress=bar.advance,
+            operator_key=operator_key,
+            trust_snapshot_key=trust_snapshot_key,
+            sign_key=signer,
         )
     counts = result.counts
     obj = {
@@ -188,9 +250,12 @@ def gate(
         "report": str(out / "report.html"),
         "snapshot_id": result.manifest["snapshot"]["id"],
         "merkle_root": result.manifest["decisions"]["merkle_root"],
+        "signed": signer is not None,
         **counts,
     }
     lines = [f"{counts['items']} items: {counts['admit']} admitted, {counts['deny']} denied"]
     lines += [f"  {n:>8}  {reason}" for reason, n in counts["by_reason"].items()]
     lines += [f"  report   {out / 'report.html'}", f"  manifest {out / 'manifest.json'}"]
+    if signer is None:
+        lines.append("  manifest not signed (give --sign-key to sign it)")
     Out(as_json).emit(obj, "\n".join(lines))

@@ -7,7 +7,9 @@ Engine-agnostic and free of I/O beyond reading the snapshot once: the same
 Example::
 
     from consentry import Gate
-    gate = Gate.from_snapshot("registry.snapshot", policy="policy.toml")
+    gate = Gate.from_snapshot(
+        "registry.snapshot", policy="policy.toml", operator_key="operator.pub"
+    )
     decision = gate.decide(Path("photo.jpg").read_bytes())
     kept = dataset.filter(gate.predicate(column="text"), batched=True)
 """
@@ -34,6 +36,7 @@ from consentry.gate.item import Item
 from consentry.gate.policy import load_policy, policy_from_mapping
 from consentry.gate.snapshot import Snapshot
 from consentry.index.base import Matcher
+from consentry.ledger.note import Verifier
 
 __all__ = ["Gate", "GateDecision"]
 
@@ -102,11 +105,24 @@ class Gate:
         path: str | Path,
         *,
         policy: Policy | str | Path | Mapping[str, Any],
+        operator_key: str | Path | Verifier | None = None,
+        trust_snapshot_key: bool = False,
         at: datetime | None = None,
         verify: bool = True,
     ) -> Gate:
-        """Load a snapshot (verifying its content hashes) and a policy (object, TOML or dict)."""
-        return cls(Snapshot.load(path, verify=verify), _as_policy(policy, at))
+        """Load a snapshot and a policy (object, TOML or dict).
+
+        The snapshot must be signed by the pinned ``operator_key`` (a verifier key string, a
+        file holding one such as the registry's ``keys/operator.pub``, or a Verifier), and its
+        content hashes, checkpoint and log proofs must verify (:meth:`Snapshot.load`).
+        """
+        snapshot = Snapshot.load(
+            path,
+            operator_key=operator_key,
+            trust_snapshot_key=trust_snapshot_key,
+            verify=verify,
+        )
+        return cls(snapshot, _as_policy(policy, at))
 
     # -- recognition -----------------------------------------------------------------------
 

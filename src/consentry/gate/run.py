@@ -7,7 +7,14 @@ Layout of ``--out DIR`` while a run is under way::
                                  atomically (temporary file, fsync, rename)
 
 and when it has finished: ``admitted/`` (the admitted subset in the input's format),
-``decisions.parquet``, ``report.html`` and, written last, ``manifest.json``. A run killed at
+``decisions.parquet``, ``report.html``, then ``manifest.json`` and, when the runner gave a
+signing key, ``manifest.sig``: a C2SP signed note over
+``consentry-gate-manifest\n<sha256 hex of manifest.json>\n``.
+
+The manifest carries the evidence an auditor needs offline (``consentry audit``): the
+snapshot's signature and checkpoint, and for every grant that admitted an item, its logged
+events with inclusion proofs, plus the registration, dispute and reservation events of every
+work admitted through it (copied from the snapshot's ``log.json``). A run killed at
 any point (Ctrl-C, ``kill -9``, power loss) leaves whole chunk files only; ``--resume``
 re-reads the source, skips the chunks already decided, and rebuilds every output from the
 chunks — so the outputs are those of an uninterrupted run, byte for byte apart from the
@@ -37,17 +44,26 @@ from consentry.errors import InvalidInputError
 from consentry.gate.decisions import write_chunk, write_decisions
 from consentry.gate.engine import Gate
 from consentry.gate.item import Item
+from consentry.gate.logbundle import (
+    MANIFEST_STATEMENT,
+    natural_key,
+    related_events,
+    sign_statement,
+)
 from consentry.gate.policy import policy_from_mapping, policy_to_json
 from consentry.gate.report import Tally, render_report
 from consentry.gate.sinks import write_subset
-from consentry.gate.snapshot import Snapshot
+from consentry.gate.snapshot import Snapshot, SnapshotLog
 from consentry.gate.sources import Source
+from consentry.ledger.note import Signer, Verifier
 
 __all__ = ["GateRun", "OrdinalSet", "run_gate"]
 
 MANIFEST_FORMAT = "consentry-gate-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+"""2: the manifest carries log evidence (``log``, ``grants``, ``works``) and may be signed."""
 WORK = ".gate-work"
+SIGNATURE_FILE = "manifest.sig"
 
 
 class OrdinalSet:
@@ -172,10 +188,20 @@ def run_gate(
     resume: bool = False,
     chunk_size: int = 256,
     on_progress: Callable[[int], None] | None = None,
+    operator_key: str | Path | Verifier | None = None,
+    trust_snapshot_key: bool = False,
+    sign_key: Signer | None = None,
 ) -> GateRun:
-    """Decide every item of ``source``; write the subset, decisions, report and manifest."""
+    """Decide every item of ``source``; write the subset, decisions, report and manifest.
+
+    The snapshot must verify against the pinned ``operator_key`` (see :meth:`Snapshot.load`);
+    with ``sign_key`` the runner signs the manifest (``manifest.sig``).
+    """
     started = datetime.now(UTC)
-    snapshot = Snapshot.load(snapshot_path)  # verifies content hashes before anything runs
+    # Verifies signature, content hashes and log proofs before anything runs.
+    snapshot = Snapshot.load(
+        snapshot_path, operator_key=operator_key, trust_snapshot_key=trust_snapshot_key
+    )
     gate = Gate(snapshot, policy)
     out.mkdir(parents=True, exist_ok=True)
     state = _state_for(snapshot, policy, source, chunk_size)
@@ -233,7 +259,8 @@ def run_gate(
                 drain(2 * workers)  # bounded in-flight work keeps memory flat
             drain(0)
 
-    return _finish(out, source, snapshot, policy, [chunk_path(n) for n in range(n_chunks)], started)
+    chunks = [chunk_path(n) for n in range(n_chunks)]
+    return _finish(out, source, snapshot, policy, chunks, started, sign_key)
 
 
 def _finish(
@@ -243,15 +270,27 @@ def _finish(
     policy: Policy,
     chunks: list[Path],
     started: datetime,
+    sign_key: Signer | None = None,
 ) -> GateRun:
     tally = Tally()
     admitted = OrdinalSet()
+    grant_works: dict[str, set[str]] = {}
+    other_works: set[str] = set()
 
     def on_row(row: dict[str, Any]) -> None:
         tally.add(row)
         if row["decision"] == "admit":
             admitted.add(int(row["ordinal"]))
+            for evidence in json.loads(row["evidence"]):
+                work_id, grant_id = evidence.get("work_id"), evidence.get("grant_id")
+                if evidence.get("reason") == "grant-in-force" and work_id and grant_id:
+                    grant_works.setdefault(grant_id, set()).add(work_id)
+                elif work_id:
+                    other_works.add(work_id)  # e.g. a voided registration that was seen
 
+    if snapshot.log is None:
+        raise InvalidInputError("the gate needs a verified snapshot (loaded with verify=True)")
+    slog = snapshot.log
     count, root = write_decisions(chunks, out / "decisions.parquet", on_row)
     subset_dir = out / "admitted"
     if subset_dir.exists():
@@ -267,6 +306,14 @@ def _finish(
             "id": snapshot.id,
             "path": str(snapshot.path),
             "created_at": snapshot.manifest.get("created_at"),
+            "signature": slog.signature,
+            "operator_key_pinned": slog.key_pinned,
+        },
+        "log": {
+            "origin": slog.origin,
+            "operator_vkey": slog.verifier.to_vkey(),
+            "checkpoint": slog.checkpoint_note,
+            "checkpoint_size": snapshot.manifest["log"]["checkpoint_size"],
         },
         "policy": policy_to_json(policy),
         "input": source.identity(),
@@ -283,6 +330,8 @@ def _finish(
             "files": sorted(p.relative_to(out).as_posix() for p in files),
         },
         "report": "report.html",
+        **_log_evidence(slog, grant_works, other_works),
+        "runner_vkey": sign_key.verifier().to_vkey() if sign_key is not None else None,
     }
     (out / "report.html").write_text(
         render_report(manifest, tally, snapshot.view), encoding="utf-8"
@@ -290,5 +339,33 @@ def _finish(
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(out / "manifest.json")
+    sig_path = out / SIGNATURE_FILE
+    if sign_key is not None:
+        digest = _sha256(out / "manifest.json")
+        sig_tmp = out / (SIGNATURE_FILE + ".tmp")
+        sig_tmp.write_text(sign_statement(sign_key, MANIFEST_STATEMENT, digest), encoding="utf-8")
+        sig_tmp.replace(sig_path)
+    elif sig_path.exists():
+        sig_path.unlink()  # a resumed run without the key must not keep a stale signature
     shutil.rmtree(out / WORK)
     return GateRun(out, manifest)
+
+
+def _log_evidence(
+    slog: SnapshotLog, grant_works: dict[str, set[str]], other_works: set[str]
+) -> dict[str, Any]:
+    """The ``grants`` and ``works`` sections: logged events with proofs (see
+    :func:`~consentry.gate.logbundle.related_events`), copied from the snapshot."""
+    grants, works = related_events(slog.events, grant_works, other_works)
+    return {
+        "grants": {
+            grant_id: {
+                "works": sorted(grant_works[grant_id], key=natural_key),
+                "events": [e.to_json() for e in events],
+            }
+            for grant_id, events in grants.items()
+        },
+        "works": {
+            work_id: {"events": [e.to_json() for e in events]} for work_id, events in works.items()
+        },
+    }

@@ -8,11 +8,30 @@ A snapshot is a directory::
                          disputes
     fingerprints.parquet work_id, kind, region, value for every registered fingerprint
     index/<name>/…       the match indexes, as saved by each index (memory-mappable)
+    log.json             RFC 8785 JSON: the log's origin and operator key, a signed checkpoint
+                         covering the whole log, and every grant, work-registration, dispute
+                         and reservation event with its inclusion proof against it
+    SIGNATURE            a C2SP signed note by the operator key over
+                         ``consentry-snapshot\n<manifest id>\n``
 
 Its identifier is ``sha256:<hex>`` of the RFC 8785 form of the manifest (without the ``id``
 field): change one byte of any file and either that file's hash or the id stops verifying.
-The directory is written under a temporary name and renamed into place at the end, so a
-crash never leaves something that looks like a complete snapshot.
+The manifest's ``log`` section names the origin, the operator key and the checkpoint's size
+and root, so the id covers them too. The directory is written under a temporary name and
+renamed into place at the end, so a crash never leaves something that looks like a complete
+snapshot.
+
+Loading (:meth:`Snapshot.load`) checks, against an operator key the caller pins:
+
+1. the manifest's format and version, and that its content matches its id;
+2. ``SIGNATURE`` verifies with the pinned key and names this manifest id;
+3. the pinned key is the one the manifest's ``log`` section names (else the snapshot is from
+   another origin or operator);
+4. every file's size and SHA-256, and that no unlisted file is present;
+5. the checkpoint in ``log.json`` verifies with the key and matches the manifest's size/root;
+6. every event in ``log.json`` is included in that checkpoint (RFC 9162 §2.1.3.2).
+
+Any failure raises :class:`SnapshotCheckError` naming the check.
 """
 
 from __future__ import annotations
@@ -38,7 +57,19 @@ from consentry.domain import MemoryRegistryView, Work, WorkMatch
 from consentry.domain.purposes import PURPOSES_VERSION
 from consentry.errors import InvalidInputError, VerificationError
 from consentry.fingerprint.base import Fingerprint
+from consentry.gate.logbundle import (
+    SNAPSHOT_STATEMENT,
+    LoggedEvent,
+    logged_events,
+    open_checkpoint,
+    open_statement,
+    resolve_verifier,
+    sign_statement,
+    verify_logged_event,
+)
 from consentry.index import WorkIndex, WorkIndexFactory, default_index_factories
+from consentry.ledger.log import TransparencyLog
+from consentry.ledger.note import Signer, Verifier
 from consentry.registry.ids import format_id
 from consentry.registry.indexes import open_indexes
 from consentry.registry.jsonable import (
@@ -74,14 +105,21 @@ __all__ = [
     "SNAPSHOT_VERSION",
     "ExactIndex",
     "Snapshot",
+    "SnapshotCheckError",
     "SnapshotInfo",
+    "SnapshotLog",
     "export_snapshot",
     "read_manifest",
     "verify_files",
+    "verify_snapshot",
 ]
 
 SNAPSHOT_FORMAT = "consentry-snapshot"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""2: signed (``SIGNATURE``, ``log.json``, the manifest's ``log`` section). 1 was unsigned."""
+SIGNATURE_FILE = "SIGNATURE"
+LOG_FILE = "log.json"
+_UNLISTED = frozenset({"MANIFEST.json", SIGNATURE_FILE})
 _BATCH = 2000
 _FP_SCHEMA = pa.schema(
     [
@@ -186,6 +224,15 @@ def _write_fingerprints(session: Session, path: Path) -> int:
             )
 
 
+class SnapshotCheckError(VerificationError):
+    """A snapshot failed one of the numbered load checks (``number``, ``check``)."""
+
+    def __init__(self, number: int, check: str, message: str) -> None:
+        super().__init__(f"snapshot check {number} ({check}) failed: {message}")
+        self.number = number
+        self.check = check
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotInfo:
     path: Path
@@ -198,12 +245,23 @@ def export_snapshot(
     home: Path,
     out: Path,
     *,
+    signer: Signer,
     factories: Sequence[WorkIndexFactory] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> SnapshotInfo:
-    """Write a snapshot of the registry (as this session sees it) to the directory ``out``."""
+    """Write a signed snapshot of the registry (as this session sees it) to ``out``.
+
+    ``session`` must be a write session (:meth:`Database.write`): the checkpoint is signed in
+    it, and the registry's single-writer lock keeps the log from growing while the snapshot is
+    written, so the checkpoint covers exactly the state exported. ``signer`` is the operator
+    key (:func:`consentry.ledger.keys.load_operator_signer`).
+    """
     if out.exists():
         raise InvalidInputError(f"{out} already exists; snapshots are never overwritten")
+    log = TransparencyLog(session)
+    note = log.checkpoint(signer)
+    verifier = signer.verifier()
+    checkpoint = open_checkpoint(note, verifier)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -214,6 +272,14 @@ def export_snapshot(
         indexes = open_indexes(session, home, factories=factories)
         for index in indexes:
             index.save(tmp / "index" / index.name)
+        events = logged_events(session, log, checkpoint.size)
+        log_json: dict[str, Any] = {
+            "origin": checkpoint.origin,
+            "operator_vkey": verifier.to_vkey(),
+            "checkpoint": note,
+            "events": [e.to_json() for e in events],
+        }
+        (tmp / LOG_FILE).write_bytes(rfc8785.dumps(log_json))
         files = {
             p.relative_to(tmp).as_posix(): {"sha256": _sha256_file(p), "size": p.stat().st_size}
             for p in sorted(tmp.rglob("*"))
@@ -232,13 +298,22 @@ def export_snapshot(
                 "reservations": len(registry["reservations"]),
                 "disputes": len(registry["disputes"]),
                 "fingerprints": n_prints,
+                "log_events": len(events),
             },
             "indexes": [{"name": i.name, "watermark": i.watermark} for i in indexes],
+            "log": {
+                "origin": checkpoint.origin,
+                "operator_vkey": verifier.to_vkey(),
+                "checkpoint_size": checkpoint.size,
+                "checkpoint_root": checkpoint.root_hash.hex(),
+            },
             "files": files,
             **(extra or {}),
         }
         manifest["id"] = _manifest_id(manifest)
         (tmp / "MANIFEST.json").write_bytes(rfc8785.dumps(manifest))
+        signature = sign_statement(signer, SNAPSHOT_STATEMENT, manifest["id"])
+        (tmp / SIGNATURE_FILE).write_text(signature, encoding="utf-8")
         for p in tmp.rglob("*"):
             if p.is_file():
                 with p.open("rb") as fh:
@@ -269,18 +344,26 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{path}: snapshot format version {version!r} is newer than this Consentry "
             f"understands ({SNAPSHOT_VERSION}); upgrade Consentry"
         )
+    if version < SNAPSHOT_VERSION:
+        raise VerificationError(
+            f"{path}: snapshot format version {version} is unsigned; export a new snapshot"
+        )
     if manifest.get("id") != _manifest_id(manifest):
         raise VerificationError(f"{path}: manifest content does not match its id (edited?)")
     return manifest
 
 
 def verify_files(path: Path, manifest: dict[str, Any]) -> None:
-    """Every file listed is present with its hash, and no other file is there."""
+    """Every file listed is present with its hash, and no other file is there.
+
+    ``MANIFEST.json`` and ``SIGNATURE`` are the only files not listed (they cannot list
+    themselves: the manifest's id covers the list, and the signature covers the id).
+    """
     listed: dict[str, Any] = manifest.get("files", {})
     present = {
-        p.relative_to(path).as_posix()
+        rel
         for p in path.rglob("*")
-        if p.is_file() and p.name != "MANIFEST.json"
+        if p.is_file() and (rel := p.relative_to(path).as_posix()) not in _UNLISTED
     }
     extra = sorted(present - set(listed))
     if extra:
@@ -291,6 +374,123 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
             raise VerificationError(f"{path}: missing {name}")
         if file.stat().st_size != meta["size"] or _sha256_file(file) != meta["sha256"]:
             raise VerificationError(f"{path}: content hash of {name} does not verify")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotLog:
+    """The verified log evidence of a snapshot: key, checkpoint, signature and events."""
+
+    verifier: Verifier
+    key_pinned: bool
+    checkpoint_note: str
+    signature: str
+    events: tuple[LoggedEvent, ...]
+
+    @property
+    def origin(self) -> str:
+        return self.verifier.name
+
+
+def verify_snapshot(
+    path: Path,
+    operator_key: str | Path | Verifier | None,
+    *,
+    trust_snapshot_key: bool = False,
+) -> tuple[dict[str, Any], SnapshotLog]:
+    """Run the numbered load checks (module doc) on the snapshot at ``path``.
+
+    ``operator_key`` pins the operator's verifier key (a key string, a file holding one, or a
+    :class:`Verifier`). Without it the snapshot is refused, unless ``trust_snapshot_key``: then
+    the key the snapshot names is used and the result says it was not pinned.
+    Raises :class:`SnapshotCheckError` on the first failure (InvalidInputError for a missing
+    or malformed key argument).
+    """
+    # 1. Format, version, and the manifest's content against its id.
+    try:
+        manifest = read_manifest(path)
+    except VerificationError as exc:
+        raise SnapshotCheckError(1, "manifest", str(exc)) from None
+    log_meta = manifest.get("log")
+    if not isinstance(log_meta, dict) or not isinstance(log_meta.get("operator_vkey"), str):
+        raise SnapshotCheckError(1, "manifest", f"{path}: the manifest has no log section")
+    if operator_key is None:
+        if not trust_snapshot_key:
+            raise InvalidInputError(
+                f"{path}: no operator key pinned; pass the registry operator's public key"
+                " (--operator-key / CONSENTRY_OPERATOR_KEY, operator_key=...) or, knowingly,"
+                " --trust-snapshot-key"
+            )
+        try:
+            verifier = resolve_verifier(str(log_meta["operator_vkey"]), "the snapshot's key")
+        except InvalidInputError as exc:
+            raise SnapshotCheckError(1, "manifest", str(exc)) from None
+    else:
+        verifier = resolve_verifier(operator_key)
+    pinned = operator_key is not None
+    # 2. SIGNATURE: the pinned key signed this very manifest id.
+    try:
+        signature = (path / SIGNATURE_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SnapshotCheckError(
+            2, "signature", f"{path}: no {SIGNATURE_FILE} file; the snapshot is not signed"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SnapshotCheckError(
+            2, "signature", f"{path}: unreadable {SIGNATURE_FILE} ({exc})"
+        ) from None
+    try:
+        open_statement(signature, verifier, SNAPSHOT_STATEMENT, str(manifest["id"]))
+    except VerificationError as exc:
+        raise SnapshotCheckError(
+            2, "signature", f"{path}: {SIGNATURE_FILE} does not verify with the operator key: {exc}"
+        ) from None
+    # 3. The key is the one the snapshot's log section names.
+    if log_meta.get("operator_vkey") != verifier.to_vkey() or log_meta.get("origin") != (
+        verifier.name
+    ):
+        raise SnapshotCheckError(
+            3,
+            "origin",
+            f"{path}: snapshot from another origin/operator: it names log"
+            f" {log_meta.get('origin')!r} and key {log_meta.get('operator_vkey')!r}, the pinned"
+            f" key is {verifier.to_vkey()}",
+        )
+    # 4. Every file's hash.
+    try:
+        verify_files(path, manifest)
+    except VerificationError as exc:
+        raise SnapshotCheckError(4, "content hash", str(exc)) from None
+    # 5. The checkpoint of log.json.
+    try:
+        bundle = json.loads((path / LOG_FILE).read_bytes())
+        note = bundle["checkpoint"]
+        raw_events = bundle["events"]
+        if not isinstance(note, str) or not isinstance(raw_events, list):
+            raise TypeError("checkpoint must be a note and events a list")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SnapshotCheckError(
+            5, "checkpoint", f"{path}: {LOG_FILE} is malformed ({exc})"
+        ) from None
+    try:
+        checkpoint = open_checkpoint(note, verifier)
+    except VerificationError as exc:
+        raise SnapshotCheckError(5, "checkpoint", f"{path}: {exc}") from None
+    if checkpoint.size != log_meta.get(
+        "checkpoint_size"
+    ) or checkpoint.root_hash.hex() != log_meta.get("checkpoint_root"):
+        raise SnapshotCheckError(
+            5, "checkpoint", f"{path}: the checkpoint does not match the manifest's size and root"
+        )
+    # 6. Every event's inclusion proof.
+    events: list[LoggedEvent] = []
+    for raw in raw_events:
+        try:
+            event = LoggedEvent.from_json(raw)
+            verify_logged_event(event, checkpoint)
+        except VerificationError as exc:
+            raise SnapshotCheckError(6, "inclusion", f"{path}: {exc}") from None
+        events.append(event)
+    return manifest, SnapshotLog(verifier, pinned, note, signature, tuple(events))
 
 
 class ExactIndex:
@@ -319,6 +519,8 @@ class Snapshot:
     view: MemoryRegistryView
     exact: ExactIndex
     indexes: list[WorkIndex] = field(default_factory=list)
+    log: SnapshotLog | None = None
+    """The verified log evidence (None when loaded with ``verify=False``)."""
 
     @property
     def id(self) -> str:
@@ -329,13 +531,24 @@ class Snapshot:
         cls,
         path: str | Path,
         *,
+        operator_key: str | Path | Verifier | None = None,
+        trust_snapshot_key: bool = False,
         verify: bool = True,
         factories: Sequence[WorkIndexFactory] | None = None,
     ) -> Snapshot:
+        """Load and verify a snapshot against the pinned ``operator_key`` (module doc).
+
+        ``verify=False`` skips every check but the manifest's own (for worker processes of a
+        snapshot the caller has just verified).
+        """
         root = Path(path)
-        manifest = read_manifest(root)
+        log: SnapshotLog | None = None
         if verify:
-            verify_files(root, manifest)
+            manifest, log = verify_snapshot(
+                root, operator_key, trust_snapshot_key=trust_snapshot_key
+            )
+        else:
+            manifest = read_manifest(root)
         try:
             registry = json.loads((root / "registry.json").read_bytes())
             view = MemoryRegistryView.of(
@@ -363,7 +576,7 @@ class Snapshot:
             for f in (factories if factories is not None else default_index_factories())
             if f.name in wanted
         ]
-        return cls(root, manifest, view, ExactIndex(exact), indexes)
+        return cls(root, manifest, view, ExactIndex(exact), indexes, log)
 
     def works(self) -> list[Work]:
         return list(self.view.works.values())
