@@ -8,21 +8,34 @@ audio recognisers join this list as they arrive; each implements
 from __future__ import annotations
 
 from consentry.fingerprint.base import Fingerprint, Fingerprinter
-from consentry.fingerprint.exact import ExactFingerprinter
+from consentry.fingerprint.exact import ExactFingerprinter, IsccFingerprinter
 
 __all__ = ["Fingerprint", "Fingerprinter", "default_fingerprinters", "fingerprint_all"]
 
 
 def default_fingerprinters() -> list[Fingerprinter]:
-    return [ExactFingerprinter()]
+    from consentry.fingerprint.image import ImageFingerprinter
+    from consentry.fingerprint.text import TextFingerprinter
+
+    return [ExactFingerprinter(), IsccFingerprinter(), TextFingerprinter(), ImageFingerprinter()]
 
 
 def fingerprint_all(
-    data: bytes, media_type: str, fingerprinters: list[Fingerprinter] | None = None
+    data: bytes,
+    media_type: str,
+    fingerprinters: list[Fingerprinter] | None = None,
+    *,
+    query: bool = False,
 ) -> list[Fingerprint]:
-    """Every applicable fingerprint of ``data``, in a stable order."""
+    """Every applicable fingerprint of ``data``, in a stable order.
+
+    With ``query=True`` (recognising an item rather than registering a work), fingerprinters
+    marked ``registration_only`` are skipped: nothing matches on what they compute.
+    """
     out: list[Fingerprint] = []
     for fp in fingerprinters if fingerprinters is not None else default_fingerprinters():
+        if query and getattr(fp, "registration_only", False):
+            continue
         if fp.applies_to(media_type):
             out.extend(fp.fingerprint(data, media_type))
     return out

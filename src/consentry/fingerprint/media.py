@@ -41,6 +41,12 @@ def detect_media_type(data: bytes, filename: str = "") -> MediaType:
         if brand in (b"avif", b"heic", b"heix", b"mif1"):
             return MediaType.IMAGE
         return MediaType.AUDIO if brand in (b"M4A ", b"M4B ") else MediaType.VIDEO
+    # EPUB: a ZIP whose first member is the stored "mimetype" file (EPUB OCF, section 4.3).
+    if head[:4] == b"PK\x03\x04" and data[30:58] == b"mimetypeapplication/epub+zip":
+        return MediaType.TEXT
+    start = data[:512].lstrip()[:15].lower()
+    if start.startswith((b"<!doctype html", b"<html>", b"<html ")):
+        return MediaType.TEXT
     guessed, _ = mimetypes.guess_type(filename)
     if guessed:
         major = guessed.split("/", 1)[0]

@@ -63,6 +63,7 @@ __all__ = [
     "NormalisedText",
     "decode_text",
     "iter_joined_tokens",
+    "iter_joined_utf8",
     "iter_token_batches",
     "normalise",
     "strip_markup",
@@ -480,20 +481,140 @@ def iter_token_batches(text: str) -> Iterator[_Batch]:
 
 
 def iter_joined_tokens(text: str) -> Iterator[str]:
-    """Like :func:`iter_token_batches` without the spans: only the joined token strings.
+    """Like :func:`iter_token_batches` without the spans: only the joined token strings."""
+    for loose in iter_joined_utf8(text):
+        joined = b"\x1f".join(loose.split(b"\x1f")).decode("utf-8")
+        joined = _SEP.join(part for part in joined.split(_SEP) if part)
+        if joined:
+            yield joined
 
-    This is the fingerprinting path: ``findall`` builds the token list in C, which is about
-    twice as fast as collecting match objects for their spans.
+
+def iter_joined_utf8(text: str) -> Iterator[bytes]:
+    """The fingerprinting path: normalised tokens joined by U+001F, as UTF-8 bytes.
+
+    The join is *loose*: a batch may start or end with U+001F or repeat it (empty tokens),
+    which the consumer skips; every non-empty token is a token of :func:`normalise`, in order.
+
+    Gives exactly the tokens of :func:`normalise` (tested) but is several times faster:
+
+    * Pure-ASCII pieces are tokenised on bytes: lower-case, remove the glue between two word
+      characters (apostrophes, hyphen + line break) with one regular expression, map every
+      other non-alphanumeric byte to the separator with ``bytes.translate`` — all in C.
+    * Typographic punctuation that only ever separates or glues words (curly quotes, dashes,
+      no-break spaces, soft hyphens...) is first mapped one-for-one onto ASCII characters that
+      play the same role in the grammar, so typical Western text stays on the ASCII path.
+    * What is still not ASCII is cut at safe points into pieces of about 4 K characters;
+      only the pieces that hold non-ASCII letters take the (ten times slower) Unicode path.
     """
     for _, chunk in _chunks(text):
         if chunk.isascii():
-            joined = _clean_ascii(_SEP.join(_ASCII_TOKEN.findall(chunk.lower())))
-        else:
-            joined = _clean_unicode(_SEP.join(_unicode_patterns()[0].findall(chunk)))
-        if _SEP + _SEP in joined or joined.startswith(_SEP) or joined.endswith(_SEP):
-            joined = _SEP.join(part for part in joined.split(_SEP) if part)
-        if joined:
-            yield joined
+            joined = _ascii_joined(chunk.encode("ascii"))
+            if joined:
+                yield joined
+            continue
+        # Map typographic punctuation onto ASCII, run by run, in the UTF-8 bytes (offsets do
+        # not matter on this path, only tokens).
+        raw = _NON_ASCII_RUN.sub(_ascii_punctuation, chunk.encode("utf-8", "surrogatepass"))
+        if raw.isascii():
+            joined = _ascii_joined(raw)
+            if joined:
+                yield joined
+            continue
+        for piece in _pieces(raw.decode("utf-8", "surrogatepass")):
+            if piece.isascii():
+                joined = _ascii_joined(piece.encode("ascii"))
+            else:
+                joined = _unicode_joined(piece).encode("utf-8")
+            if joined:
+                yield joined
+
+
+_NON_ASCII_RUN = re.compile(rb"[\x80-\xff]+")
+
+
+@functools.lru_cache(maxsize=4096)
+def _ascii_run(run: bytes) -> bytes:
+    text = run.decode("utf-8", "surrogatepass")
+    mapped = text.translate(_PUNCTUATION_TO_ASCII)
+    return mapped.encode("ascii") if mapped.isascii() else run
+
+
+def _ascii_punctuation(match: re.Match[bytes]) -> bytes:
+    return _ascii_run(match.group())
+
+
+def _unicode_joined(chunk: str) -> str:
+    joined = _clean_unicode(_SEP.join(_unicode_patterns()[0].findall(chunk)))
+    if _SEP + _SEP in joined or joined.startswith(_SEP) or joined.endswith(_SEP):
+        joined = _SEP.join(part for part in joined.split(_SEP) if part)
+    return joined
+
+
+# A hyphen + line break glues the halves of a word (``exam-\nple``). Deleting every such
+# sequence, even one that does not sit between two word characters, changes no token: it then
+# only joins a separator to a word or to another separator. The literal first character lets
+# the regex engine skip ahead instead of trying every position.
+_ASCII_HYPHEN_BREAK = re.compile(rb"-[ \t]*(?:\r\n|[\n\r])[ \t]*")
+# Every byte but [a-z0-9] becomes the token separator; runs of separators leave empty tokens,
+# which the hashing drops (see ``split_loose``).
+_ASCII_TO_SEP = bytes(c if (0x61 <= c <= 0x7A or 0x30 <= c <= 0x39) else 0x1F for c in range(256))
+
+
+def _ascii_joined(raw: bytes) -> bytes:
+    """Tokens of ASCII text, *loosely* joined: U+001F between tokens, possibly repeated."""
+    raw = raw.lower()
+    if b"-" in raw:
+        raw = _ASCII_HYPHEN_BREAK.sub(b"", raw)
+    # Apostrophes and backticks can always be deleted: between two word characters they are
+    # glue, anywhere else they only separate a word from a separator.
+    return raw.translate(_ASCII_TO_SEP, b"'`")
+
+
+def _punctuation_table() -> dict[int, str]:
+    """One-for-one replacements that keep every token and every offset unchanged.
+
+    Apostrophes and the characters dropped inside words are all "glue" in the grammar, like
+    the ASCII apostrophe; the line hyphens behave like ``-``; the Unicode line breaks like
+    ``\n``; the rest are plain separators (``!`` is a separator that is neither whitespace
+    nor glue, so it cannot create a hyphen + line-break join that was not there).
+    """
+    table: dict[int, str] = {}
+    # Not U+00B4 (NFKC turns it into a space and a combining accent, which a token keeps)
+    # nor U+02BC (a letter, so a word character in its own right).
+    for char in _APOSTROPHES + _JOINERS:
+        if char not in "\u00b4\u02bc":
+            table[ord(char)] = "'"
+    for char in "\u2010\u2011\u00ac":
+        table[ord(char)] = "-"
+    for char in "\u0085\u2028":
+        table[ord(char)] = "\n"
+    separators = (
+        "\u00a0\u00a7\u00ab\u00b6\u00b7\u00bb\u00bf\u00a1\u00d7\u00f7"
+        "\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+        "\u2012\u2013\u2014\u2015\u201a\u201c\u201d\u201e\u201f\u2020\u2021\u2022"
+        "\u2026\u2029\u2039\u203a\u2212\u25cf\u25a0"
+        "\u00a2\u00a3\u00a4\u00a5\u00a6\u00a9\u00ae\u00b0\u00b1\u20ac\u2122"
+    )
+    for char in separators:
+        table[ord(char)] = "!"
+    return table
+
+
+_PUNCTUATION_TO_ASCII = _punctuation_table()
+_PIECE_CHARS = 1 << 12
+
+
+def _pieces(chunk: str) -> Iterator[str]:
+    """Cut a chunk at safe points (see ``_SAFE_CUT``) into pieces of about 4 K characters."""
+    begin = 0
+    while len(chunk) - begin > _PIECE_CHARS * 2:
+        found = _SAFE_CUT.search(chunk, begin + _PIECE_CHARS)
+        if found is None:
+            break
+        cut = found.start() + 1
+        yield chunk[begin:cut]
+        begin = cut
+    yield chunk[begin:]
 
 
 # A chunk may end only between a word character and a whitespace character: no token can
@@ -529,8 +650,8 @@ def _clean_unicode(joined: str) -> str:
     # NFKC and case folding act token by token: U+001F is a starter that composes with
     # nothing, and no token starts with a combining mark.
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", joined).casefold())
-    # Removing junk can bring a letter and a mark together (``a´`` → ``a`` + space + U+0301 →
-    # ``a`` + U+0301): compose once more so that the token is in its stable form.
+    # Removing junk can bring a letter and a mark together (``a`` + U+00B4 → ``a`` + space +
+    # U+0301 → ``a`` + U+0301): compose once more so that the token is in its stable form.
     return unicodedata.normalize("NFC", junk.sub("", folded))
 
 

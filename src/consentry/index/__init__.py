@@ -12,4 +12,7 @@ __all__ = ["Matcher", "WorkIndex", "WorkIndexFactory", "default_index_factories"
 
 
 def default_index_factories() -> list[WorkIndexFactory]:
-    return []
+    from consentry.index.hamming import HammingIndexFactory
+    from consentry.index.text import TextContainmentIndexFactory
+
+    return [TextContainmentIndexFactory(), HammingIndexFactory()]

@@ -73,12 +73,19 @@ RETRIEVAL_RADIUS: Final = 40
 GLOBAL_THRESHOLD: Final = 30
 #: ORB descriptors within this distance count as a keypoint match.
 LOCAL_RADIUS: Final = 40
-#: Works with fewer keypoint matches are not verified.
+#: Works with fewer distinct matched query keypoints (or fewer than the inlier threshold)
+#: are not verified.
 MIN_VOTES: Final = 8
 #: A geometric verification needs this many inliers.
 MIN_INLIERS: Final = 12
-#: At most this many candidate works are verified per query.
+#: At most this many candidate works (most distinct matched keypoints first) are verified
+#: per query.
 MAX_VERIFIED: Final = 8
+#: Local lookups skip chunk buckets holding more than this many times the mean bucket size
+#: (and at least :data:`MIN_BUCKET_CAP` entries): ORB descriptors crowd into a few chunk
+#: values, which match everything and cost most of the lookup time.
+LOCAL_BUCKET_FACTOR: Final = 64
+MIN_BUCKET_CAP: Final = 64
 
 FORMAT: Final = "consentry-hamming-index"
 VERSION: Final = 1
@@ -125,11 +132,15 @@ class _Segment:
     def __len__(self) -> int:
         return len(self.codes)
 
-    def search(self, queries: _U8, radius: int, *, flips: bool = True) -> tuple[_I64, _I64, _I64]:
+    def search(
+        self, queries: _U8, radius: int, *, flips: bool = True, max_bucket: int = 0
+    ) -> tuple[_I64, _I64, _I64]:
         """``(query, entry, distance)`` of candidates within ``radius``.
 
         With ``flips`` every code within 31 is found; without, every code within 15 (and
         many beyond), for 17 times fewer probes: ORB descriptors crowd into few buckets.
+        With ``max_bucket`` (> 0), buckets holding more entries than that are skipped: chunk
+        values shared by a large part of the index say little, and cost most of the time.
         """
         empty = np.empty(0, np.int64)
         if len(self) == 0 or len(queries) == 0:
@@ -141,6 +152,8 @@ class _Segment:
         starts = self.offsets[chunk_of, probes].astype(np.int64).ravel()
         stops = self.offsets[chunk_of, probes + 1].astype(np.int64).ravel()
         lengths = stops - starts
+        if max_bucket > 0:
+            lengths[lengths > max_bucket] = 0
         total = int(lengths.sum())
         if total == 0:
             return empty, empty, empty
@@ -196,13 +209,20 @@ class CodeIndex:
             self.delta = _Segment.build(codes, owner, aux)
 
     def search(
-        self, queries: _U8, radius: int, *, flips: bool = True
+        self, queries: _U8, radius: int, *, flips: bool = True, bucket_factor: int = 0
     ) -> tuple[_I64, _U32, _U32, _I64]:
-        """``(query, owner, aux, distance)`` of indexed codes within ``radius``."""
+        """``(query, owner, aux, distance)`` of indexed codes within ``radius``.
+
+        ``bucket_factor`` (> 0) skips buckets holding more than that many times the mean
+        bucket size (at least :data:`MIN_BUCKET_CAP` entries), see :meth:`_Segment.search`.
+        """
         self.seal()
         found = []
         for segment in (self.main, self.delta):
-            q, e, d = segment.search(queries, radius, flips=flips)
+            cap = 0
+            if bucket_factor > 0:
+                cap = max(MIN_BUCKET_CAP, bucket_factor * len(segment) // _BUCKETS)
+            q, e, d = segment.search(queries, radius, flips=flips, max_bucket=cap)
             found.append((q, segment.owner[e], segment.aux[e], d))
         return (
             np.concatenate([f[0] for f in found]),
@@ -279,10 +299,11 @@ class HammingIndex:
         min_inliers: int = MIN_INLIERS,
     ) -> list[WorkMatch]:
         """:meth:`match` with other thresholds (the benchmark uses lax ones for AP curves)."""
-        found_all = [
-            *self._match_global(fingerprints, global_threshold),
-            *self._match_local(fingerprints, min_inliers),
-        ]
+        # The local stage (ORB, RANSAC) is the expensive one: it runs only for items the
+        # whole-picture codes did not match.
+        found_all = self._match_global(fingerprints, global_threshold)
+        if not found_all:
+            found_all = self._match_local(fingerprints, min_inliers)
         best: dict[int, WorkMatch] = {}
         for ordinal, found in found_all:
             if ordinal not in best or found.score > best[ordinal].score:
@@ -326,19 +347,24 @@ class HammingIndex:
         if not local or len(self.local_codes) == 0:
             return []
         xy, descriptors = decode_local_features(local[0].value)
-        q, owner, aux, dist = self.local_codes.search(descriptors, LOCAL_RADIUS, flips=False)
-        if len(q) == 0:
-            return []
-        works, votes = _distinct(owner.astype(np.int64), counts=True)
-        # Distinct query keypoints per work, not raw pairs, decide who is verified.
-        ranked = sorted(
-            ((len(_distinct(q[owner == w])), int(w)) for w in works[votes >= MIN_VOTES]),
-            reverse=True,
+        q, owner, aux, dist = self.local_codes.search(
+            descriptors, LOCAL_RADIUS, flips=False, bucket_factor=LOCAL_BUCKET_FACTOR
         )
+        # Cheap rejection: a work can have no more inliers than distinct query keypoints
+        # matched to it, so works with fewer than the inlier threshold are never verified.
+        needed = max(MIN_VOTES, min_inliers)
+        if len(q) < needed:
+            return []
+        nq = len(descriptors)
+        pairs = _distinct(owner.astype(np.int64) * nq + q)
+        works, distinct = _distinct(pairs // nq, counts=True)
+        keep = distinct >= needed
+        works, distinct = works[keep], distinct[keep]
+        if len(works) == 0:
+            return []
+        top = np.lexsort((works, -distinct))[:MAX_VERIFIED]
         out: list[tuple[int, WorkMatch]] = []
-        for distinct, ordinal in ranked[:MAX_VERIFIED]:
-            if distinct < MIN_VOTES:
-                continue
+        for ordinal in (int(w) for w in works[top]):
             mine = owner == ordinal
             verified = verify_similarity(xy[q[mine]], _unpack_xy(aux[mine]), dist[mine])
             if verified is None or verified.inliers < min_inliers:

@@ -193,7 +193,7 @@ def _facts_for(path: Path, max_bytes: int, matchers: Sequence[Matcher]) -> ItemF
     try:
         data = read_file(path, max_bytes)
         media = detect_media_type(data, path.name)
-        prints = fingerprint_all(data, media.value)
+        prints = fingerprint_all(data, media.value, query=True)
     except UnreadableInputError as exc:
         return ItemFacts(str(path), unreadable=str(exc))
     matches = [m for matcher in matchers for m in matcher.match(prints)]
