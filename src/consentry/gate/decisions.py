@@ -8,6 +8,7 @@ RFC 9162 leaf. The root goes into the manifest.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -46,8 +47,20 @@ DECISION_SCHEMA = pa.schema(
 
 
 def decision_leaf(record: dict[str, Any]) -> bytes:
-    """The bytes hashed into the decisions Merkle tree for one row."""
-    return canonical_json(record)
+    """The bytes hashed into the decisions Merkle tree for one row: its RFC 8785 JSON.
+
+    Rows have fixed ASCII keys, string values (escaped by the C ``json`` encoder exactly as
+    RFC 8785 does), integers, and scores in [0, 1]. ``json.dumps`` with sorted keys then
+    differs from RFC 8785 only in how it prints floats (Python switches to exponent form
+    below 1e-4, ECMAScript below 1e-6), so integral scores are passed as
+    ints and rows with a score Python would print in exponent form take the general
+    serializer. ``tests/test_gate_decisions.py`` checks the equivalence with ``rfc8785``.
+    """
+    scores = record["scores"]
+    if any(not (s == 0 or s.is_integer() or 1e-4 <= abs(s) < 1e16) for s in scores):
+        return canonical_json(record)
+    row = dict(record, scores=[int(s) if s.is_integer() else s for s in scores])
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _fsync_rename(tmp: Path, final: Path) -> None:
