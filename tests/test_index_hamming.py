@@ -118,3 +118,42 @@ def test_load_refuses_a_foreign_directory(tmp_path: Path) -> None:
 def test_malformed_hash_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="hex"):
         HammingIndex().add("W1", [Fingerprint("pdq", "zz" * 32, "full")], 1)
+
+
+def test_overfull_buckets_are_skipped_without_losing_close_codes() -> None:
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
+    codes[:, :2] = 0  # every code shares chunk 0: one bucket of 3000 entries
+    index = CodeIndex()
+    index.add(codes, np.arange(3000, dtype=np.uint32), np.zeros(3000, np.uint32))
+    for i in range(0, 3000, 301):
+        query = flip_bits(codes[i], 6, rng)
+        query[:2] = 0
+        _, owner, _, _ = index.search(query[None, :], 10, flips=False, bucket_factor=1)
+        # Within 14 bits a code still agrees exactly on one of the 15 other chunks.
+        assert set(owner.tolist()) == brute(codes, query, 10)
+
+
+def test_local_stage_runs_only_when_the_global_stage_finds_nothing(
+    works: dict[str, list[Fingerprint]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = HammingIndex()
+    for row, (work_id, prints) in enumerate(works.items(), 1):
+        index.add(work_id, prints, row)
+    calls: list[int] = []
+    original = HammingIndex._match_local
+
+    def counting(self: HammingIndex, fps: list[Fingerprint], min_inliers: int) -> object:
+        calls.append(1)
+        return original(self, fps, min_inliers)
+
+    monkeypatch.setattr(HammingIndex, "_match_local", counting)
+    found = index.match(query(picture(1), 60))
+    assert found[0].work_id == "W2"
+    assert found[0].stage == "pdq"
+    assert calls == []
+    w, h = picture(1).size
+    cropped = index.match(query(picture(1).crop((0, 0, int(w * 0.7), int(h * 0.7)))))
+    assert cropped[0].work_id == "W2"
+    assert cropped[0].stage == "local"
+    assert calls == [1]

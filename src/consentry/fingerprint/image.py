@@ -109,6 +109,10 @@ class ImageFingerprinter:
         """Fingerprints of ``data``; raises ``UnreadableInputError`` if it cannot be decoded."""
         image = load_image(data, target_size=PDQ_WORKING_SIZE)
         out: list[Fingerprint] = []
+        if image.mode != "L" and max(image.size) > PDQ_WORKING_SIZE:
+            # PDQ works on the 8-bit grey version of pictures larger than its working size
+            # (smaller ones on exact float luminance): convert once for both recipes.
+            image = image.convert("L")
         variants = pdq_hash_dihedral(image)
         if variants[0].quality >= MIN_QUALITY:
             for name, result in zip(DIHEDRAL_ORDER, variants, strict=True):
@@ -211,7 +215,7 @@ def _orb() -> cv2.ORB:
 
 def _working_grey(image: Image.Image) -> _F32:
     """Grey copy with the longer side :data:`WORK_SIDE` (smaller pictures kept as they are)."""
-    grey = image.convert("L")
+    grey = image if image.mode == "L" else image.convert("L")
     width, height = grey.size
     scale = WORK_SIDE / max(width, height)
     if scale < 1.0:

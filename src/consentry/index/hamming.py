@@ -9,10 +9,13 @@ Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
   at most :data:`GLOBAL_THRESHOLD`.
 - **local** codes, the ORB descriptors of each registered picture (``orb1``), with their
   positions. The query's descriptors are looked up the same way (radius
-  :data:`LOCAL_RADIUS`); works with at least :data:`MIN_VOTES` matched keypoints are verified
-  geometrically (:mod:`consentry.index.verify`), and match (stage ``local``) with at least
-  :data:`MIN_INLIERS` inliers of one similarity transform. This finds crops, pads,
-  overlays, rotations and screenshots that whole-picture hashes miss.
+  :data:`LOCAL_RADIUS`, skipping overfull chunk buckets); works with at least
+  :data:`MIN_VOTES` distinct matched query keypoints, and at least as many as the inlier
+  threshold, are verified geometrically (:mod:`consentry.index.verify`, at most
+  :data:`MAX_VERIFIED`), and match (stage ``local``) with at least :data:`MIN_INLIERS`
+  inliers of one similarity transform. This finds crops, pads, overlays, rotations and
+  screenshots that whole-picture hashes miss. It is the expensive stage, so it runs only
+  when the global stage matched nothing.
 
 Multi-index hashing (Norouzi, Punjani and Fleet, "Fast search in Hamming space with
 multi-index hashing", CVPR 2012): a code is cut into 16 chunks of 16 bits; two codes within
@@ -84,8 +87,8 @@ MAX_VERIFIED: Final = 8
 #: Local lookups skip chunk buckets holding more than this many times the mean bucket size
 #: (and at least :data:`MIN_BUCKET_CAP` entries): ORB descriptors crowd into a few chunk
 #: values, which match everything and cost most of the lookup time.
-LOCAL_BUCKET_FACTOR: Final = 64
-MIN_BUCKET_CAP: Final = 64
+LOCAL_BUCKET_FACTOR: Final = 256
+MIN_BUCKET_CAP: Final = 128
 
 FORMAT: Final = "consentry-hamming-index"
 VERSION: Final = 1
