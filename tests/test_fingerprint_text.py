@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datasketch
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -329,7 +330,6 @@ def test_minhash_detects_near_duplicates() -> None:
 
 
 def test_minhash_equals_datasketch_affine64() -> None:
-    datasketch = pytest.importorskip("datasketch")
     values = np.unique(kgram_hashes(token_hashes(WORK[:5000])))
     reference = datasketch.MinHash(num_perm=128, seed=1, scheme="affine64", hashfunc=int)
     reference.update_batch(values.tolist())

@@ -17,17 +17,22 @@ __all__ = ["MemoryRegistryView", "RegistryView"]
 
 
 class RegistryView(Protocol):
-    def work(self, work_id: str) -> Work | None: ...
+    """Read access to the registry for :func:`~consentry.domain.decide.decide`."""
 
-    def party(self, party_id: str) -> Party | None: ...
+    def work(self, work_id: str) -> Work | None:
+        """The work with this id, or ``None`` if the registry has none."""
+
+    def party(self, party_id: str) -> Party | None:
+        """The party with this id, or ``None``."""
 
     def grants_for(self, work: Work) -> Sequence[Grant]:
         """Every grant whose scope covers ``work`` (any licensee, purpose, state)."""
-        ...
 
-    def reservations_for(self, work: Work) -> Sequence[Reservation]: ...
+    def reservations_for(self, work: Work) -> Sequence[Reservation]:
+        """Every reservation that names ``work`` or all works of one of its holders."""
 
-    def disputes_for(self, work: Work) -> Sequence[Dispute]: ...
+    def disputes_for(self, work: Work) -> Sequence[Dispute]:
+        """Every dispute ``work`` is a party to, open or resolved."""
 
 
 @dataclass

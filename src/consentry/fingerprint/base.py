@@ -43,12 +43,9 @@ class Fingerprinter(Protocol):
     @property
     def name(self) -> str:
         """A short stable name, e.g. ``"exact"`` or ``"image-pdq"``."""
-        ...
 
     def applies_to(self, media_type: str) -> bool:
         """Whether this fingerprinter handles the media type (``"image"``, ``"text"``, ...)."""
-        ...
 
     def fingerprint(self, data: bytes, media_type: str) -> list[Fingerprint]:
         """Fingerprints of ``data``; raises ``UnreadableInputError`` if it cannot decode it."""
-        ...

@@ -32,29 +32,23 @@ class WorkIndex(Protocol):
     @property
     def name(self) -> str:
         """Stable name; also the index's folder name inside a home or snapshot."""
-        ...
 
     @property
     def kinds(self) -> frozenset[str]:
         """Fingerprint kinds this index absorbs and queries with."""
-        ...
 
     @property
     def watermark(self) -> int:
         """Highest registry fingerprint row id absorbed (0 when empty)."""
-        ...
 
     def add(self, work_id: str, fingerprints: Sequence[Fingerprint], row_id: int) -> None:
         """Absorb a registered work's fingerprints of this index's kinds (row_id: watermark)."""
-        ...
 
     def match(self, fingerprints: Sequence[Fingerprint]) -> list[WorkMatch]:
         """Registered works the query fingerprints point to, best first, at operating threshold."""
-        ...
 
     def save(self, directory: Path) -> None:
         """Persist atomically into ``directory`` (created if needed)."""
-        ...
 
 
 class WorkIndexFactory(Protocol):

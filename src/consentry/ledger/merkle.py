@@ -76,7 +76,6 @@ class NodeReader(Protocol):
 
     def node(self, level: int, index: int) -> bytes:
         """Return the hash of perfect subtree ``(level, index)``."""
-        ...
 
 
 # --- hashing (RFC 9162 §2.1.1) ---------------------------------------------------------------
