@@ -702,7 +702,7 @@ def containment(
         runs.append(MatchRun(run[0], run[2] + k, run[1], run[3] + k))
     # 4. totals; a text shorter than k words has one k-gram of all its words
     runs = [_clip(r, work_fp.word_count, query_fp.word_count) for r in runs]
-    matched_words = _covered_words(runs)
+    matched_words = covered_words(runs)
     longest = max((r.words for r in runs), default=0)
     total = int(work_hashes.size)
     return ContainmentScore(
@@ -728,7 +728,7 @@ def _clip(run: MatchRun, work_words: int, query_words: int) -> MatchRun:
     )
 
 
-def _covered_words(runs: list[MatchRun]) -> int:
+def covered_words(runs: list[MatchRun]) -> int:
     """Words of the work covered by the union of the runs (runs may overlap in the work)."""
     covered = 0
     reach = -1

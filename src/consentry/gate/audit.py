@@ -57,6 +57,7 @@ from sqlalchemy import select
 from consentry.config import Settings
 from consentry.domain.bases import Basis
 from consentry.errors import InvalidInputError, VerificationError
+from consentry.filehash import sha256_file
 from consentry.gate.decisions import decision_leaf
 from consentry.gate.logbundle import (
     MANIFEST_STATEMENT,
@@ -389,7 +390,7 @@ def _check_decisions(step: AuditStep, path: Path, manifest: Mapping[str, Any]) -
     tally = _Tally()
     expected = _section(manifest, "decisions")
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256_file(path)
     except OSError as exc:
         step.fail(f"cannot read the decisions file {path} ({exc.strerror})")
         return tally

@@ -24,7 +24,6 @@ manifest's timestamps.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -41,6 +40,7 @@ import rfc8785
 from consentry import __version__
 from consentry.domain.bases import Policy
 from consentry.errors import InvalidInputError
+from consentry.filehash import sha256_file
 from consentry.gate.decisions import write_chunk, write_decisions
 from consentry.gate.engine import Gate
 from consentry.gate.item import Item
@@ -187,14 +187,6 @@ def _prepare_work_dir(out: Path, state: dict[str, Any], resume: bool) -> Path:
     return chunks
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_gate(
     source: Source,
     snapshot_path: Path,
@@ -334,7 +326,7 @@ def _finish(
         "counts": tally.counts(),
         "decisions": {
             "file": "decisions.parquet",
-            "sha256": _sha256(out / "decisions.parquet"),
+            "sha256": sha256_file(out / "decisions.parquet"),
             "count": count,
             "merkle_root": root,
             "leaf": "RFC 9162 leaf hash of the RFC 8785 JSON of each row, in ordinal order",
@@ -355,7 +347,7 @@ def _finish(
     tmp.replace(out / "manifest.json")
     sig_path = out / SIGNATURE_FILE
     if sign_key is not None:
-        digest = _sha256(out / "manifest.json")
+        digest = sha256_file(out / "manifest.json")
         sig_tmp = out / (SIGNATURE_FILE + ".tmp")
         sig_tmp.write_text(sign_statement(sign_key, MANIFEST_STATEMENT, digest), encoding="utf-8")
         sig_tmp.replace(sig_path)

@@ -56,6 +56,7 @@ from consentry import __version__
 from consentry.domain import MemoryRegistryView, Work, WorkMatch
 from consentry.domain.purposes import PURPOSES_VERSION
 from consentry.errors import InvalidInputError, VerificationError
+from consentry.filehash import sha256_file
 from consentry.fingerprint.base import Fingerprint
 from consentry.gate.logbundle import (
     SNAPSHOT_STATEMENT,
@@ -129,14 +130,6 @@ _FP_SCHEMA = pa.schema(
         ("value", pa.string()),
     ]
 )
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest_id(manifest: dict[str, Any]) -> str:
@@ -281,7 +274,7 @@ def export_snapshot(
         }
         (tmp / LOG_FILE).write_bytes(rfc8785.dumps(log_json))
         files = {
-            p.relative_to(tmp).as_posix(): {"sha256": _sha256_file(p), "size": p.stat().st_size}
+            p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }
@@ -372,7 +365,7 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
         file = path / name
         if not file.is_file():
             raise VerificationError(f"{path}: missing {name}")
-        if file.stat().st_size != meta["size"] or _sha256_file(file) != meta["sha256"]:
+        if file.stat().st_size != meta["size"] or sha256_file(file) != meta["sha256"]:
             raise VerificationError(f"{path}: content hash of {name} does not verify")
 
 

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from consentry.errors import ConfigurationError, InvalidInputError, UnreadableInputError
+from consentry.filehash import hash_file
 from consentry.fingerprint.media import detect_media_type
 from consentry.gate.item import Item
 
@@ -355,16 +356,6 @@ def _row_key(
     return key, None
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def _posix(path: str) -> str:
     return path.replace(os.sep, "/")
 
@@ -421,7 +412,7 @@ class Source(ABC):
         files = []
         for name, path in self.underlying_files():
             try:
-                size, sha256 = _hash_file(path)
+                size, sha256 = hash_file(path)
             except OSError as exc:
                 raise UnreadableInputError(f"{path}: cannot read: {exc.strerror or exc}") from None
             files.append({"name": name, "size": size, "sha256": sha256})

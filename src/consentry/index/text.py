@@ -64,6 +64,7 @@ from consentry.fingerprint.text import (
     MatchRun,
     StopHashes,
     TextFingerprint,
+    covered_words,
     decode_fingerprint,
 )
 
@@ -328,17 +329,6 @@ def _chain(
     return runs
 
 
-def _covered(runs: Sequence[MatchRun]) -> int:
-    covered = 0
-    reach = -1
-    for run in sorted(runs, key=lambda r: r.work_start):
-        start = max(run.work_start, reach)
-        if run.work_end > start:
-            covered += run.work_end - start
-            reach = run.work_end
-    return covered
-
-
 # --------------------------------------------------------------------------------------------
 # the index
 
@@ -479,7 +469,7 @@ class TextContainmentIndex:
                 )
                 for r in runs
             ]
-            matched = _covered(runs)
+            matched = covered_words(list(runs))
             longest = max((r.words for r in runs), default=0)
             if not all_candidates and (matched < self.min_matched_words or longest < self.min_run):
                 continue
