@@ -49,10 +49,7 @@ def _cli(*args: str) -> dict[str, object]:
 
 
 def _registry(root: Path, n_works: int, rng: random.Random) -> tuple[Path, list[str], str]:
-    home = root / "home"
-    _cli("--home", str(home), "init")
-    ann = str(_cli("--home", str(home), "party", "add", "--name", "Ann")["id"])
-    lab = str(_cli("--home", str(home), "party", "add", "--name", "Lab")["id"])
+    """A registry of ``n_works`` short texts, half of them granted, and its snapshot."""
     works_dir = root / "works"
     works_dir.mkdir()
     texts = []
@@ -60,6 +57,15 @@ def _registry(root: Path, n_works: int, rng: random.Random) -> tuple[Path, list[
         text = _text(rng, 60)
         texts.append(text)
         (works_dir / f"w{i:05d}.txt").write_text(text, encoding="utf-8")
+    snap, lab = _registry_of(root, works_dir, n_works)
+    return snap, texts, lab
+
+
+def _registry_of(root: Path, works_dir: Path, n_works: int) -> tuple[Path, str]:
+    home = root / "home"
+    _cli("--home", str(home), "init")
+    ann = str(_cli("--home", str(home), "party", "add", "--name", "Ann")["id"])
+    lab = str(_cli("--home", str(home), "party", "add", "--name", "Lab")["id"])
     _cli("--home", str(home), "work", "register", str(works_dir), "--holder", ann)
     for i in range(0, n_works, 2):  # half the works granted
         _cli(
@@ -78,7 +84,35 @@ def _registry(root: Path, n_works: int, rng: random.Random) -> tuple[Path, list[
         )
     snap = root / "snapshot"
     _cli("--home", str(home), "snapshot", "export", "--out", str(snap))
-    return snap, texts, lab
+    return snap, lab
+
+
+def _image_run(root: Path, rng: random.Random, quick: bool) -> tuple[int, float, float, float]:
+    """(items, floor, 1 worker, 2 workers) on a folder of real images, a third registered
+    (re-encoded at JPEG q80 so they must be recognised, not byte-matched)."""
+    from PIL import Image
+
+    from bench.imagecorpus import corpus
+
+    images = corpus()
+    rng.shuffle(images)
+    n_works, n_items = (60, 600) if quick else (200, 3000)
+    works_dir = root / "works"
+    works_dir.mkdir()
+    for path in images[:n_works]:
+        (works_dir / path.name).write_bytes(path.read_bytes())
+    snap, lab = _registry_of(root, works_dir, n_works)
+    dataset = root / "images"
+    dataset.mkdir()
+    others = images[n_works : n_works + n_items]
+    for i in range(n_items):
+        source = images[i % n_works] if i % 3 == 0 else others[i]
+        with Image.open(source) as im:
+            im.convert("RGB").save(dataset / f"{i:06d}.jpg", quality=80)
+    floor = _recognise_only(dataset, snap, lab)
+    t1, _ = _run_gate(dataset, snap, lab, root / "g1", 1)
+    t2, _ = _run_gate(dataset, snap, lab, root / "g2", 2)
+    return n_items, floor, t1, t2
 
 
 def _dataset(path: Path, n: int, texts: list[str], rng: random.Random) -> None:
@@ -158,6 +192,8 @@ def run(quick: bool) -> str:
         _, rss_small = _run_gate(small_src, snap, lab, root / "g3", 1)
         _dataset(large_src, large, texts, rng)
         t_large, rss_large = _run_gate(large_src, snap, lab, root / "g4", 1)
+    with tempfile.TemporaryDirectory(prefix="consentry-bench-gate-img-") as tmp:
+        n_img, floor_img, t1_img, t2_img = _image_run(Path(tmp), rng, quick)
     rows = [
         ("recognisers alone (floor), in-process", floor, "1.00"),
         ("gate, 1 worker, end to end (new process)", t1, f"{t1 / floor:.2f}"),
@@ -166,6 +202,15 @@ def run(quick: bool) -> str:
     table = "\n".join(
         f"| {name} | {took:.2f} s | {timed / took:,.0f} items/s | {ratio} |"
         for name, took, ratio in rows
+    )
+    img_rows = [
+        ("recognisers alone (floor), in-process", floor_img),
+        ("gate, 1 worker, end to end (new process)", t1_img),
+        ("gate, 2 workers, end to end (new process)", t2_img),
+    ]
+    img_table = "\n".join(
+        f"| {name} | {took:.2f} s | {n_img / took:,.0f} items/s | {took / floor_img:.2f} |"
+        for name, took in img_rows
     )
     return f"""## Gate ({timed:,} text items; 200 registered works)
 
@@ -178,6 +223,16 @@ def run(quick: bool) -> str:
   report and manifest).
 - Speed-up with 2 workers: **{t1 / t2:.2f}×** (target ≥ 1.8; the main process reads the
   source and writes chunks on the same 2 cores).
+
+### Images ({n_img:,} real images, a third re-encoded copies of registered ones)
+
+| run | time | rate | ÷ floor |
+|---|---|---|---|
+{img_table}
+
+- Overhead (1 worker): **{t1_img / floor_img:.2f}×**; speed-up with 2 workers:
+  **{t1_img / t2_img:.2f}×**.
+
 - Peak RSS (largest process): {rss_small / 1024:.0f} MiB at {small:,} items,
   {rss_large / 1024:.0f} MiB at {large:,} items ({t_large:.1f} s,
   {large / t_large:,.0f} items/s) — memory is flat when these two agree.
