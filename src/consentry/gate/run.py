@@ -63,6 +63,10 @@ MANIFEST_FORMAT = "consentry-gate-manifest"
 MANIFEST_VERSION = 2
 """2: the manifest carries log evidence (``log``, ``grants``, ``works``) and may be signed."""
 WORK = ".gate-work"
+_PART_SIZE = 16
+"""Items per task sent to a worker (chunks are split into parts for load balance)."""
+_IN_FLIGHT_PARTS = 4
+"""Parts in flight per worker before the reader waits (bounds memory)."""
 SIGNATURE_FILE = "manifest.sig"
 
 
@@ -106,9 +110,11 @@ def _init_worker(snapshot_path: str, policy: dict[str, Any]) -> None:
     _WORKER_GATE = Gate(Snapshot.load(snapshot_path, verify=False), policy_from_mapping(policy))
 
 
-def _decide_chunk(chunk_no: int, items: list[Item]) -> tuple[int, list[dict[str, Any]]]:
+def _decide_part(
+    chunk_no: int, part: int, items: list[Item]
+) -> tuple[int, int, list[dict[str, Any]]]:
     assert _WORKER_GATE is not None  # noqa: S101 - set by the pool initializer
-    return chunk_no, [d.record() for d in _WORKER_GATE.decide_batch(items)]
+    return chunk_no, part, [d.record() for d in _WORKER_GATE.decide_batch(items)]
 
 
 # -- main side ---------------------------------------------------------------------------------
@@ -239,7 +245,13 @@ def run_gate(
             progress(len(items))
     else:
         ctx = _pool_context()
-        pending: dict[Future[tuple[int, list[dict[str, Any]]]], int] = {}
+        # Workers get parts of chunks, so they stay evenly busy to the end even when a
+        # chunk holds a few expensive items (images); a chunk is written once all its parts
+        # are back, so what is on disk is still whole chunks.
+        part_size = max(1, min(_PART_SIZE, chunk_size))
+        pending: dict[Future[tuple[int, int, list[dict[str, Any]]]], int] = {}
+        parts_left: dict[int, int] = {}
+        results: dict[int, dict[int, list[dict[str, Any]]]] = {}
         with ProcessPoolExecutor(
             max_workers=workers,
             mp_context=ctx,
@@ -252,8 +264,15 @@ def run_gate(
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
                         size = pending.pop(future)
-                        number, records = future.result()
-                        write_chunk(chunk_path(number), records)
+                        number, part, records = future.result()
+                        results.setdefault(number, {})[part] = records
+                        parts_left[number] -= 1
+                        if parts_left[number] == 0:
+                            got = results.pop(number)
+                            write_chunk(
+                                chunk_path(number), [r for p in sorted(got) for r in got[p]]
+                            )
+                            del parts_left[number]
                         progress(size)
 
             for chunk_no, items in _chunks(source, chunk_size):
@@ -261,8 +280,11 @@ def run_gate(
                 if chunk_no in done:
                     progress(len(items))
                     continue
-                pending[pool.submit(_decide_chunk, chunk_no, items)] = len(items)
-                drain(2 * workers)  # bounded in-flight work keeps memory flat
+                parts = [items[i : i + part_size] for i in range(0, len(items), part_size)]
+                parts_left[chunk_no] = len(parts)
+                for number, part in enumerate(parts):
+                    pending[pool.submit(_decide_part, chunk_no, number, part)] = len(part)
+                drain(_IN_FLIGHT_PARTS * workers)  # bounded in-flight work keeps memory flat
             drain(0)
 
     chunks = [chunk_path(n) for n in range(n_chunks)]
