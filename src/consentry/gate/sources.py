@@ -356,6 +356,37 @@ def _row_key(
     return key, None
 
 
+def _keyed_row_item(
+    row: Mapping[str, Any],
+    columns: _Columns,
+    guard: _KeyGuard,
+    *,
+    default: str,
+    ordinal: int,
+    where: str,
+    base_dir: Path,
+    record: Any,
+    max_bytes: int,
+    load: bool,
+    prefix: str = "",
+) -> Item:
+    """Key one table row (:func:`_row_key`) and make it an item; a bad key is an error item."""
+    key, key_error = _row_key(row, columns, default, guard, prefix)
+    if key_error is not None:
+        return Item(key, ordinal, error=f"{where}: {key_error}", record=record)
+    return _row_item(
+        row,
+        columns,
+        key=key,
+        ordinal=ordinal,
+        where=where,
+        base_dir=base_dir,
+        record=record,
+        max_bytes=max_bytes,
+        load=load,
+    )
+
+
 def _posix(path: str) -> str:
     return path.replace(os.sep, "/")
 
@@ -594,13 +625,11 @@ class JsonlSource(Source):
         if isinstance(columns, str):
             key = f"row-{ordinal}" if self.columns.key is None else guard.unique(f"row-{ordinal}")
             return Item(key, ordinal, error=f"line {line_no}: {columns}", record=line)
-        key, key_error = _row_key(row, columns, f"row-{ordinal}", guard)
-        if key_error is not None:
-            return Item(key, ordinal, error=f"line {line_no}: {key_error}", record=line)
-        return _row_item(
+        return _keyed_row_item(
             row,
             columns,
-            key=key,
+            guard,
+            default=f"row-{ordinal}",
             ordinal=ordinal,
             where=f"line {line_no}",
             base_dir=self.root.parent,
@@ -699,13 +728,11 @@ class CsvSource(Source):
             error = f"line {line}: not valid UTF-8"
         else:
             row = dict(zip(self.header, fields, strict=True))
-            key, key_error = _row_key(row, self.columns, default, guard)
-            if key_error is not None:
-                return Item(key, ordinal, error=f"line {line}: {key_error}", record=fields)
-            return _row_item(
+            return _keyed_row_item(
                 row,
                 self.columns,
-                key=key,
+                guard,
+                default=default,
                 ordinal=ordinal,
                 where=f"line {line}",
                 base_dir=self.root.parent,
@@ -807,22 +834,18 @@ class ParquetSource(Source):
             with pq.ParquetFile(self.root) as parquet:
                 for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
                     for row in batch.to_pylist():
-                        key, key_error = _row_key(row, self.columns, f"row-{ordinal}", guard)
-                        if key_error is not None:
-                            error = f"row {ordinal}: {key_error}"
-                            yield Item(key, ordinal, error=error, record=ordinal)
-                        else:
-                            yield _row_item(
-                                row,
-                                self.columns,
-                                key=key,
-                                ordinal=ordinal,
-                                where=f"row {ordinal}",
-                                base_dir=self.root.parent,
-                                record=ordinal,
-                                max_bytes=self.max_item_bytes,
-                                load=load_content,
-                            )
+                        yield _keyed_row_item(
+                            row,
+                            self.columns,
+                            guard,
+                            default=f"row-{ordinal}",
+                            ordinal=ordinal,
+                            where=f"row {ordinal}",
+                            base_dir=self.root.parent,
+                            record=ordinal,
+                            max_bytes=self.max_item_bytes,
+                            load=load_content,
+                        )
                         ordinal += 1
         except (OSError, pa.ArrowException) as exc:
             # Without a readable page the rows after it cannot even be counted: stop loudly.
@@ -1108,23 +1131,20 @@ class HfSource(Source):
                 for values in zip(*(batch[name] for name in names), strict=True):
                     row = dict(zip(names, values, strict=True))
                     default = f"{split}/{row_no}" if split is not None else f"row-{row_no}"
-                    key, key_error = _row_key(row, columns, default, guard, prefix)
                     where = f"row {row_no}" if split is None else f"split {split!r} row {row_no}"
-                    if key_error is not None:
-                        error = f"{where}: {key_error}"
-                        yield Item(key, ordinal, error=error, record=(split, row_no))
-                    else:
-                        yield _row_item(
-                            row,
-                            columns,
-                            key=key,
-                            ordinal=ordinal,
-                            where=where,
-                            base_dir=self.root,
-                            record=(split, row_no),
-                            max_bytes=self.max_item_bytes,
-                            load=load_content,
-                        )
+                    yield _keyed_row_item(
+                        row,
+                        columns,
+                        guard,
+                        default=default,
+                        prefix=prefix,
+                        ordinal=ordinal,
+                        where=where,
+                        base_dir=self.root,
+                        record=(split, row_no),
+                        max_bytes=self.max_item_bytes,
+                        load=load_content,
+                    )
                     ordinal += 1
                     row_no += 1
 
