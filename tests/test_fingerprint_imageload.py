@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, features
 
 from consentry.errors import InvalidInputError, UnreadableInputError
-from consentry.fingerprint.imageload import DEFAULT_MAX_PIXELS, load_image
+from consentry.fingerprint.imageload import DEFAULT_MAX_PIXELS, load_image, load_scaled
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -249,6 +249,87 @@ def test_draft_and_orientation_combine(tmp_path: Path) -> None:
 def test_draft_is_ignored_for_other_formats(tmp_path: Path) -> None:
     data = _save(tmp_path, _noise(400, 300), "PNG")
     assert load_image(data, target_size=16).size == (400, 300)
+
+
+# -- reduced-scale decoding for hashing -------------------------------------------------------
+
+
+def test_scaled_jpeg_is_decoded_grey_at_the_smallest_scale_allowed(tmp_path: Path) -> None:
+    data = _save(tmp_path, _noise(1920, 1080), "JPEG", quality=90)
+    # Fit 512: the shrunk picture is 512 x 288; 3/4 of it is 384 x 216, which 1/4 scale
+    # (480 x 270) keeps and 1/8 (240 x 135) would not.
+    scaled = load_scaled(data, fit=512, min_fraction=0.75, grey=True)
+    assert scaled.image.mode == "L"
+    assert scaled.image.size == (480, 270)
+    assert scaled.full_size == (1920, 1080)
+    assert load_scaled(data, fit=512, min_fraction=1.0).image.size == (960, 540)
+    colour = load_scaled(data, fit=512, min_fraction=0.75)
+    assert colour.image.mode == "RGB"
+    assert colour.image.size == (480, 270)
+
+
+def test_scaled_grey_is_the_luminance_of_the_colour_decode(tmp_path: Path) -> None:
+    picture = _noise(64, 48).resize((1024, 768), Image.Resampling.BICUBIC)
+    data = _save(tmp_path, picture, "JPEG", quality=95)
+    grey = np.asarray(load_scaled(data, fit=256, min_fraction=1.0, grey=True).image, np.float64)
+    rgb = load_scaled(data, fit=256, min_fraction=1.0).image
+    assert rgb.size == (256, 192)
+    luma = np.asarray(rgb.convert("L"), np.float64)
+    # JPEG's own Y plane vs Y recomputed from the decoded (chroma-upsampled, rounded) RGB.
+    assert float(np.abs(grey - luma).mean()) < 1.5
+
+
+def test_scaled_full_size_turns_with_the_exif_orientation(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    big = _left_red_right_blue().resize((1600, 800))
+    data = _save(tmp_path, big, "JPEG", exif=exif.tobytes())
+    scaled = load_scaled(data, fit=100, min_fraction=1.0, grey=True)
+    assert scaled.full_size == (800, 1600)
+    assert scaled.image.size == (100, 200)
+
+
+def test_scaled_other_formats_are_decoded_whole_and_made_grey(tmp_path: Path) -> None:
+    data = _save(tmp_path, _noise(400, 300), "PNG")
+    scaled = load_scaled(data, fit=16, min_fraction=0.5, grey=True)
+    assert scaled.image.mode == "L"
+    assert scaled.image.size == scaled.full_size == (400, 300)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_scaled_pictures_within_fit_stay_rgb(tmp_path: Path, fmt: str) -> None:
+    # PDQ hashes pictures it does not shrink on exact float luminance, not 8-bit grey.
+    data = _save(tmp_path, _noise(400, 300), fmt)
+    scaled = load_scaled(data, fit=400, min_fraction=0.75, grey=True)
+    assert scaled.image.mode == "RGB"
+    assert scaled.image.size == scaled.full_size == (400, 300)
+
+
+def test_scaled_grey_png_with_transparency_is_composited_on_white(tmp_path: Path) -> None:
+    image = Image.new("L", (20, 10), 0)
+    data = _save(tmp_path, image, "PNG", transparency=0)
+    scaled = load_scaled(data, fit=10, min_fraction=1.0, grey=True)
+    assert scaled.image.mode == "L"
+    assert scaled.image.getpixel((5, 5)) == 255
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"fit": 0, "min_fraction": 0.5},
+        {"fit": 8, "min_fraction": 0.0},
+        {"fit": 8, "min_fraction": 1.5},
+    ],
+)
+def test_scaled_bad_arguments(tmp_path: Path, options: dict[str, Any]) -> None:
+    data = _save(tmp_path, _noise(8, 8), "PNG")
+    with pytest.raises(InvalidInputError):
+        load_scaled(data, **options)
+
+
+def test_scaled_refuses_like_load_image() -> None:
+    with pytest.raises(UnreadableInputError, match="empty"):
+        load_scaled(b"", fit=8, min_fraction=0.5, grey=True)
 
 
 # -- refusals -------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFilter
 
 from consentry.errors import InvalidInputError
-from consentry.fingerprint.imageload import load_image
+from consentry.fingerprint.image import DRAFT_FRACTION
+from consentry.fingerprint.imageload import load_image, load_scaled
 from consentry.fingerprint.pdq import (
     DIHEDRAL_ORDER,
     DIHEDRAL_TRANSPOSE,
@@ -125,6 +126,33 @@ def test_reference_vectors(file: str, expected_hex: str) -> None:
     distance = hamming(result.hash, hash_from_hex(expected_hex))
     if result.quality >= CONFORMANCE_QUALITY:
         assert distance <= CONFORMANCE_DISTANCE, (file, result.hex, result.quality)
+
+
+@pytest.mark.parametrize(("file", "expected_hex"), _expected_vectors())
+def test_reference_vectors_from_reduced_grey_decode(file: str, expected_hex: str) -> None:
+    """The fingerprinter's fast path (JPEG luminance at 1/2 ... 1/8 scale) still conforms."""
+    data = (_vectors_dir() / "images" / Path(file).name).read_bytes()
+    scaled = load_scaled(data, fit=PDQ_WORKING_SIZE, min_fraction=DRAFT_FRACTION, grey=True)
+    result = pdq_hash(scaled.image, full_size=scaled.full_size)
+    if result.quality >= CONFORMANCE_QUALITY:
+        distance = hamming(result.hash, hash_from_hex(expected_hex))
+        assert distance <= CONFORMANCE_DISTANCE, (file, result.hex, result.quality)
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (4000, 3000), (1280, 720), (2048, 1536)])
+def test_reduced_jpeg_decode_hashes_like_the_full_decode(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    """A JPEG decoded at 1/2 ... 1/8 scale hashes within a few bits of its full decode."""
+    _smooth_noise(*size, seed=11).save(tmp_path / "big.jpg", "JPEG", quality=90)
+    data = (tmp_path / "big.jpg").read_bytes()
+    scaled = load_scaled(data, fit=PDQ_WORKING_SIZE, min_fraction=DRAFT_FRACTION, grey=True)
+    assert scaled.image.width < size[0]  # the decode really was reduced
+    full = pdq_hash(load_image(data, target_size=PDQ_WORKING_SIZE))
+    fast = pdq_hash(scaled.image, full_size=scaled.full_size)
+    assert full.quality >= CONFORMANCE_QUALITY
+    assert hamming(full.hash, fast.hash) <= 8
+    assert abs(full.quality - fast.quality) <= 5
 
 
 def test_reference_vectors_include_high_quality_images() -> None:

@@ -1,10 +1,17 @@
 """Image fingerprints: PDQ of the whole picture, trimmed and mirrored variants, local features.
 
-One decode (:func:`~consentry.fingerprint.imageload.load_image`, JPEG draft mode), then:
+One decode (:func:`~consentry.fingerprint.imageload.load_scaled`): JPEGs are decoded as
+luminance only, at the smallest DCT scale (1/2 ... 1/8) keeping both sides at least
+:data:`DRAFT_FRACTION` of PDQ's 512-px thumbnail; every stage below works on that one grey
+picture. Then:
 
 1. ``pdq``: the conforming PDQ hash of the picture (:mod:`consentry.fingerprint.pdq`) and its
    seven dihedral variants (regions ``full`` and ``full~rotate-90`` ... ``full~flip-minus-1``),
-   for interoperability with ThreatExchange and rotated or mirrored copies.
+   for interoperability with ThreatExchange and rotated or mirrored copies. From a reduced
+   JPEG decode the hash is the full picture's up to the resampling
+   (:func:`consentry.fingerprint.pdq.pdq_hash`, ``full_size``): within ThreatExchange's
+   conformance distance on its test vectors, and 0.2-0.8 bits from the full decode's on
+   average on the benchmark corpus.
 2. ``pdqr1``: "region PDQ", the same recipe (64 x 64 area average, 16 x 16 DCT without the DC
    terms, bit = coefficient above the median) computed on a small grey working copy of the
    picture (:data:`WORK_SIDE` pixels on the longer side):
@@ -44,10 +51,11 @@ import numpy.typing as npt
 from PIL import Image
 
 from consentry.fingerprint.base import Fingerprint
-from consentry.fingerprint.imageload import load_image
+from consentry.fingerprint.imageload import load_scaled
 from consentry.fingerprint.pdq import DIHEDRAL_ORDER, PDQ_WORKING_SIZE, pdq_hash_dihedral
 
 __all__ = [
+    "DRAFT_FRACTION",
     "KIND_LOCAL",
     "KIND_PDQ",
     "KIND_REGION",
@@ -66,6 +74,10 @@ __all__ = [
 KIND_PDQ: Final = "pdq"
 #: Kind of the region hashes (version 1 of the recipe in the module docstring).
 KIND_REGION: Final = "pdqr1"
+#: JPEGs are decoded at a reduced scale keeping both sides at least this fraction of PDQ's
+#: thumbnail (3/4: a 1080p JPEG at 1/4 scale, 480 x 270; at 1/2 the hash would be a little
+#: closer to the full decode's and the decode 10 % slower; at 1/8 it would drift 2-3 bits).
+DRAFT_FRACTION: Final = 0.75
 #: Hashes of pictures flatter than this PDQ quality are not emitted.
 MIN_QUALITY: Final = 50
 #: Longer side of the grey working copy the region hashes are computed on.
@@ -107,13 +119,10 @@ class ImageFingerprinter:
 
     def fingerprint(self, data: bytes, media_type: str) -> list[Fingerprint]:
         """Fingerprints of ``data``; raises ``UnreadableInputError`` if it cannot be decoded."""
-        image = load_image(data, target_size=PDQ_WORKING_SIZE)
+        scaled = load_scaled(data, fit=PDQ_WORKING_SIZE, min_fraction=DRAFT_FRACTION, grey=True)
+        image = scaled.image
         out: list[Fingerprint] = []
-        if image.mode != "L" and max(image.size) > PDQ_WORKING_SIZE:
-            # PDQ works on the 8-bit grey version of pictures larger than its working size
-            # (smaller ones on exact float luminance): convert once for both recipes.
-            image = image.convert("L")
-        variants = pdq_hash_dihedral(image)
+        variants = pdq_hash_dihedral(image, full_size=scaled.full_size)
         if variants[0].quality >= MIN_QUALITY:
             for name, result in zip(DIHEDRAL_ORDER, variants, strict=True):
                 region = "full" if name == "original" else f"full{VARIANT_SEP}{name}"

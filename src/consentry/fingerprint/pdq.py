@@ -155,20 +155,26 @@ class PdqResult:
         return self.hash.hex()
 
 
-def pdq_hash(image: Image.Image) -> PdqResult:
+def pdq_hash(image: Image.Image, *, full_size: tuple[int, int] | None = None) -> PdqResult:
     """The PDQ hash and quality of ``image``.
 
     ``image`` should be ``RGB`` or ``L`` (as :func:`~.imageload.load_image` returns); other
     modes are converted with Pillow's ``convert("RGB")``, which drops any alpha channel as
     the reference does.
+
+    ``full_size``: ``image`` is a JPEG decoded at a reduced DCT scale
+    (:func:`~.imageload.load_scaled`) of a picture of this size; the hash is then that of
+    the full-size picture, approximately (see :func:`_reduced_axis_matrix`).
     """
-    dct, quality = _dct16(image)
+    dct, quality = _dct16(image, full_size)
     if dct is None:
         return PdqResult(bytes(PDQ_HASH_BYTES), 0)
     return PdqResult(_bits(dct), quality)
 
 
-def pdq_hash_dihedral(image: Image.Image) -> list[PdqResult]:
+def pdq_hash_dihedral(
+    image: Image.Image, *, full_size: tuple[int, int] | None = None
+) -> list[PdqResult]:
     """PDQ hashes of ``image`` and of its seven rotations and mirror images.
 
     The list follows :data:`DIHEDRAL_ORDER`; entry ``k`` approximates the hash of
@@ -178,9 +184,9 @@ def pdq_hash_dihedral(image: Image.Image) -> list[PdqResult]:
     transformed image and others differ by 16 to 18 of 256 bits, the same as with the
     reference; that is still well inside the recommended match distance of 31.
     All eight share the quality of the original. They come from one DCT, so this costs about
-    the same as :func:`pdq_hash`.
+    the same as :func:`pdq_hash`. ``full_size`` as in :func:`pdq_hash`.
     """
-    dct, quality = _dct16(image)
+    dct, quality = _dct16(image, full_size)
     if dct is None:
         return [PdqResult(bytes(PDQ_HASH_BYTES), 0) for _ in DIHEDRAL_ORDER]
     # Coefficient (i, j) is frequency i + 1 vertically and j + 1 horizontally; mirroring an
@@ -225,9 +231,11 @@ def hash_from_hex(text: str) -> bytes:
 # -- pipeline ---------------------------------------------------------------------------------
 
 
-def _dct16(image: Image.Image) -> tuple[_FloatArray | None, int]:
+def _dct16(
+    image: Image.Image, full_size: tuple[int, int] | None = None
+) -> tuple[_FloatArray | None, int]:
     """The 16 x 16 DCT block and quality, or ``(None, 0)`` for images too small to hash."""
-    width, height = image.size
+    width, height = image.size if full_size is None else full_size
     if width < _MIN_HASHABLE_DIM or height < _MIN_HASHABLE_DIM:
         return None, 0
     if image.mode not in ("RGB", "L"):
@@ -237,9 +245,15 @@ def _dct16(image: Image.Image) -> tuple[_FloatArray | None, int]:
             msg = f"cannot hash an image of mode {image.mode!r}: {exc}"
             raise InvalidInputError(msg) from exc
     out_width, out_height = _thumbnail_size(width, height)
-    luma = _luma(image, (out_width, out_height))
-    along_rows = _axis_matrix(height, out_height)
-    along_cols = _axis_matrix(width, out_width)
+    if full_size is None or full_size == image.size:
+        luma = _luma(image, (out_width, out_height))
+        along_rows = _axis_matrix(height, out_height)
+        along_cols = _axis_matrix(width, out_width)
+    else:
+        grey = image if image.mode == "L" else image.convert("L")
+        luma = np.asarray(grey).astype(np.float32)
+        along_rows = _reduced_axis_matrix(height, image.height, out_height)
+        along_cols = _reduced_axis_matrix(width, image.width, out_width)
     # The big product in float32 (BLAS sgemm), the 64 x 64 remainder in float64.
     partial = (along_rows @ luma).astype(np.float64)
     down64: _FloatArray = partial @ along_cols.T.astype(np.float64)
@@ -345,6 +359,25 @@ def _axis_matrix(size_in: int, size_out: int) -> _Float32Array:
         reduced_size = -(-size_in // factor)
         # After reduce(), Pillow resamples the box [0, size_in / factor) of the reduced axis.
         combined = tent @ _bicubic_matrix(size_in / factor, reduced_size, size_out)
+    result: _Float32Array = combined.astype(np.float32)
+    result.flags.writeable = False
+    return result
+
+
+@lru_cache(maxsize=32)
+def _reduced_axis_matrix(size_full: int, size_in: int, size_out: int) -> _Float32Array:
+    """The linear map of an axis decoded at a reduced JPEG scale: bicubic, tent, decimate.
+
+    The decoder's DCT scaling (``size_full / size_in``, a power of two) stands in for the
+    reference's integer pre-shrink (``reduce``, a box filter); the rest is the reference's
+    bicubic resampling of the full picture's extent ``[0, size_full)``, here
+    ``[0, size_full / scale)`` of the reduced axis, to ``size_out``, then the tent filter.
+    On the benchmark corpus as 1280 x 720 ... 4000 x 3000 JPEGs, decoded at 1/2 ... 1/8 with
+    both sides at least 3/4 of the thumbnail's, the hash differs from the full decode's by
+    0.2-0.8 bits on average (95th percentile 2, at most 6 of 256 bits).
+    """
+    scale = 1 << max(0, round(math.log2(size_full / size_in)))
+    combined = _tent_decimate(size_out) @ _bicubic_matrix(size_full / scale, size_in, size_out)
     result: _Float32Array = combined.astype(np.float32)
     result.flags.writeable = False
     return result
