@@ -4,6 +4,6 @@ Importing the package registers every table on :data:`consentry.store.tables.Bas
 so Alembic and the schema checks see the whole schema.
 """
 
-from consentry.store import log_tables, tables
+from consentry.store import log_tables, statement_tables, tables
 
-__all__ = ["log_tables", "tables"]
+__all__ = ["log_tables", "statement_tables", "tables"]

@@ -171,11 +171,14 @@ class Database:
             raise _translate(exc, self.settings) from exc
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, *, log: bool = True) -> Iterator[Session]:
         """One write transaction: committed if the block finishes, rolled back otherwise.
 
         Writers are serialised (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL),
         so each sees the state left by the previous one and the event log has no gaps.
+        ``log=False`` is for writes that never touch the event log (statements, signatures,
+        the outbox): on PostgreSQL they skip the writers' advisory lock and rely on row locks
+        and unique indexes instead, so signing does not queue behind registry writes.
         """
         try:
             with Session(self._writer, expire_on_commit=False) as session, session.begin():
@@ -184,7 +187,8 @@ class Database:
                     # Wait for another writer as long as SQLite would, then give up cleanly.
                     timeout_ms = self.settings.busy_timeout * 1000
                     conn.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout_ms}")
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
+                    if log:
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
                 yield session
         except DBAPIError as exc:
             raise _translate(exc, self.settings) from exc
