@@ -22,8 +22,11 @@ from consentry.cli.disputes import dispute, reserve
 from consentry.cli.gate import gate, snapshot
 from consentry.cli.grants import grant
 from consentry.cli.ledger import ledger, receipt
+from consentry.cli.mail import mail
+from consentry.cli.operators import operator
 from consentry.cli.output import Out, json_option
 from consentry.cli.parties import party
+from consentry.cli.statements import statement
 from consentry.cli.works import work
 from consentry.errors import ConsentryError
 from consentry.ledger.log import init_log
@@ -66,6 +69,8 @@ def init(app: AppContext, as_json: bool) -> None:
 for command in (party, work, grant, reserve, dispute, status, check, match, snapshot, gate, demo):
     cli.add_command(command)
 for command in (ledger, receipt, audit, key):
+    cli.add_command(command)
+for command in (statement, operator, mail):  # public statements (consentry.statements)
     cli.add_command(command)
 
 
