@@ -26,6 +26,7 @@ from consentry.cli.mail import mail
 from consentry.cli.operators import operator
 from consentry.cli.output import Out, json_option
 from consentry.cli.parties import party
+from consentry.cli.serve import serve
 from consentry.cli.statements import statement
 from consentry.cli.works import work
 from consentry.errors import ConsentryError
@@ -72,6 +73,7 @@ for command in (ledger, receipt, audit, key):
     cli.add_command(command)
 for command in (statement, operator, mail):  # public statements (consentry.statements)
     cli.add_command(command)
+cli.add_command(serve)  # the web service (consentry.web)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Route modules: ``public`` (pages), ``api`` (JSON under /api/v1, counts, health), ``admin``."""
