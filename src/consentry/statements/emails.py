@@ -61,7 +61,9 @@ def canonical_email(raw: str) -> CanonicalEmail:
     if len(text) > 320:
         raise InvalidInputError("the e-mail address is too long")
     try:
-        valid = validate_email(text, check_deliverability=False)
+        # strict: also the RFC 5321 length limits (64 octets before the @), which mail
+        # servers enforce.
+        valid = validate_email(text, check_deliverability=False, strict=True)
     except EmailNotValidError as exc:
         raise InvalidInputError(f"not a valid e-mail address: {exc}") from None
     domain = canonical_domain(valid.ascii_domain or valid.domain)

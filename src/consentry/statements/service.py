@@ -327,7 +327,11 @@ class StatementService:
                     with self.db.write(log=False) as session:
                         batch = self._sign_batch(session, ready)
                     break
-                except IntegrityError:
+                except StoreError as exc:
+                    # Database.write reports driver errors as StoreError; only a unique-index
+                    # collision with a concurrent writer is worth another try.
+                    if not isinstance(exc.__cause__, IntegrityError):
+                        raise
                     if attempt == _SIGN_ATTEMPTS - 1:
                         raise StoreError("signing kept colliding with other writers") from None
             for index, result in batch.items():
@@ -709,8 +713,8 @@ class StatementService:
             session.execute(
                 select(StatementRow.id).order_by(StatementRow.id).with_for_update()
             ).all()
-            gained = dict(session.execute(gained_q).tuples().all())
-            lost = dict(session.execute(lost_q).tuples().all())
+            gained = {sid: int(n) for sid, n in session.execute(gained_q)}
+            lost = {sid: int(n) for sid, n in session.execute(lost_q)}
             total = 0
             for statement_id in sorted(set(gained) | set(lost)):
                 delta = gained.get(statement_id, 0) - lost.get(statement_id, 0)
@@ -772,13 +776,17 @@ class StatementService:
 
     # -- operators: statements ---------------------------------------------------------------
 
-    @staticmethod
     def _audit(
-        session: Session, by: str, action: str, statement_id: int | None, params: dict[str, Any]
+        self,
+        session: Session,
+        by: str,
+        action: str,
+        statement_id: int | None,
+        params: dict[str, Any],
     ) -> None:
         session.add(
             OperatorActionRow(
-                at=utc_now(),
+                at=self.clock(),
                 operator=by,
                 action=action,
                 statement_id=statement_id,
