@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The registry walk-through, then the web service on the same registry with one open demo
+# statement (URLs and the demo operator's password are printed; Ctrl-C stops it).
 run: $(STAMP)
 	rm -rf .demo
 	$(BIN)/consentry demo --home .demo
+	scripts/demo_serve.sh .demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
