@@ -21,7 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from consentry.errors import ConflictError, InvalidInputError, NotFoundError
+from consentry.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from consentry.registry.timeparse import now as utc_now
 from consentry.statements.model import Operator
 from consentry.store.database import Database
@@ -82,6 +82,11 @@ class OperatorService:
         now = self.clock()
         try:
             with self.db.write(log=False) as session:
+                taken = session.scalar(
+                    select(OperatorRow.id).where(OperatorRow.username == username)
+                )
+                if taken is not None:
+                    raise ConflictError(f"an operator {username!r} exists already")
                 row = OperatorRow(
                     username=username,
                     password_hash=hashed,
@@ -92,8 +97,10 @@ class OperatorService:
                 session.add(row)
                 session.flush()
                 return _operator(row)
-        except IntegrityError:
-            raise ConflictError(f"an operator {username!r} exists already") from None
+        except StoreError as exc:  # a concurrent create of the same name (unique index)
+            if isinstance(exc.__cause__, IntegrityError):
+                raise ConflictError(f"an operator {username!r} exists already") from None
+            raise
 
     def operators(self) -> list[Operator]:
         with self.db.read() as session:
@@ -114,24 +121,26 @@ class OperatorService:
             row = session.scalars(
                 select(OperatorRow).where(OperatorRow.username == username)
             ).first()
-        if row is None:
+            found = (_operator(row), row.password_hash) if row is not None else None
+        if found is None:
             try:
                 self.hasher.verify(self._dummy, password)
             except VerificationError:
                 pass
             return None
+        operator, stored = found
         try:
-            self.hasher.verify(row.password_hash, password)
+            self.hasher.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
-        if self.hasher.check_needs_rehash(row.password_hash):
+        if self.hasher.check_needs_rehash(stored):
             with self.db.write(log=False) as session:
                 session.execute(
                     update(OperatorRow)
-                    .where(OperatorRow.id == row.id)
+                    .where(OperatorRow.id == operator.id)
                     .values(password_hash=self.hasher.hash(password))
                 )
-        return _operator(row)
+        return operator
 
     def start_session(self, operator: Operator) -> str:
         token = secrets.token_urlsafe(32)
@@ -152,16 +161,16 @@ class OperatorService:
             return None
         with self.db.read() as session:
             found = session.execute(
-                select(OperatorSessionRow, OperatorRow)
+                select(OperatorSessionRow.ended_at, OperatorSessionRow.expires_at, OperatorRow)
                 .join(OperatorRow, OperatorRow.id == OperatorSessionRow.operator_id)
                 .where(OperatorSessionRow.token_hash == _session_hash(token))
             ).first()
-        if found is None:
-            return None
-        record, row = found
-        if record.ended_at is not None or self.clock() >= record.expires_at:
-            return None
-        return _operator(row)
+            if found is None:
+                return None
+            ended_at, expires_at, row = found
+            if ended_at is not None or self.clock() >= expires_at:
+                return None
+            return _operator(row)
 
     def end_session(self, token: str) -> None:
         with self.db.write(log=False) as session:
