@@ -330,6 +330,9 @@ def app_from_environment() -> FastAPI:
     ``consentry serve`` passes its options through ``CONSENTRY_SERVE_*`` variables, which it
     sets itself; the settings come from the usual ``CONSENTRY_*`` variables.
     """
+    from consentry.web.logging import configure_logging
+
+    configure_logging()  # worker processes are fresh interpreters: set up their logs too
     dev = os.environ.get("CONSENTRY_SERVE_DEV") == "1"
     registry = Settings.load()
     settings = ServerSettings.load(registry, dev=dev)

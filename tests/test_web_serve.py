@@ -1,0 +1,159 @@
+"""``consentry serve`` as a user runs it: refusals with one clear line, and a real server
+process (two uvicorn workers) that signs, sends the e-mail and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+
+from consentry.cli import main
+from consentry.config import ServerSettings, Settings
+from consentry.statements import DevSMTPServer
+from consentry.store.database import Database
+from web_support import prepare_registry, server_settings
+
+CONSENTRY = str(Path(sys.executable).with_name("consentry"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith("CONSENTRY_"):
+            monkeypatch.delenv(name)
+    path = tmp_path / "home"
+    monkeypatch.setenv("CONSENTRY_HOME", str(path))
+    return path
+
+
+def test_serve_refuses_insecure_settings_outside_dev(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init"]) == 0
+    capsys.readouterr()
+    assert main(["serve", "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    for name in ("CONSENTRY_SECRET_KEY", "CONSENTRY_SMTP_URL", "CONSENTRY_MAIL_FROM"):
+        assert name in err
+
+
+def test_serve_refuses_dev_mode_on_a_network_address(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init"]) == 0
+    capsys.readouterr()
+    assert main(["serve", "--dev", "--host", "0.0.0.0"]) == 1  # noqa: S104 - refused
+    err = capsys.readouterr().err
+    assert "loopback only" in err
+
+
+def test_serve_refuses_a_missing_registry(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--dev", "--port", str(free_port())]) == 1
+    assert "consentry init" in capsys.readouterr().err
+
+
+def _wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        assert time.monotonic() < deadline, "the server did not come up"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_real_server_with_two_workers_signs_and_stops_cleanly(tmp_path: Path) -> None:
+    port, smtp_port = free_port(), free_port()
+    registry = Settings.load(env={"CONSENTRY_HOME": str(tmp_path / "home")})
+    settings: ServerSettings = server_settings(registry, smtp_port)
+    prepare_registry(settings)
+    with Database(registry) as db:
+        db.migrate()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CONSENTRY_")} | {
+        "CONSENTRY_HOME": str(registry.home),
+        "CONSENTRY_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "CONSENTRY_BASE_URL": f"http://127.0.0.1:{port}",
+        "CONSENTRY_MIN_FILL_SECONDS": "0.2",
+        "CONSENTRY_COUNT_INTERVAL": "0.5",
+    }
+    command = [CONSENTRY, "serve", "--dev", "--port", str(port), "--workers", "2", "--json"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(f"{base}/healthz", process)
+        assert process.stdout is not None
+        info = json.loads(process.stdout.readline())
+        assert info["url"] == base
+        assert info["workers"] == 2
+
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        with opener.open(f"{base}/statements/letter") as response:
+            page = response.read().decode()
+        token = re.search(r'name="form_token" value="([^"]+)"', page)
+        assert token
+        time.sleep(0.3)
+        form = urllib.parse.urlencode(
+            {"form_token": token.group(1), "name": "Worker Test", "email": "w@example.org"}
+        ).encode()
+        with opener.open(f"{base}/statements/letter/sign", data=form) as response:
+            assert "check your e-mail" in response.read().decode()
+
+        # The dev SMTP server runs once, in the parent, and the outbox worker sends to it.
+        maildir = registry.home / "dev-mail"
+        deadline = time.monotonic() + 30
+        while not (maildir / "new").is_dir() or not any((maildir / "new").iterdir()):
+            assert time.monotonic() < deadline, "no e-mail reached the dev mailbox"
+            time.sleep(0.2)
+        mail = next((maildir / "new").iterdir()).read_text()
+        assert f"{base}/confirm/" in mail
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=30)  # also closes the pipes
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    stderr = err.decode()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    # Every log line is one JSON object, and no log line carries an e-mail address.
+    lines = [line for line in stderr.splitlines() if line.startswith("{")]
+    assert lines
+    assert all(isinstance(json.loads(line), dict) for line in lines)
+    assert "w@example.org" not in stderr
+
+
+def test_dev_smtp_fixture_is_real(tmp_path: Path) -> None:
+    # The dev SMTP server the --dev mode starts is a real SMTP server (used above via serve).
+    import smtplib
+
+    with DevSMTPServer(host="127.0.0.1", port=0, maildir=tmp_path / "m") as server:
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+            client.sendmail("a@example.org", ["b@example.org"], b"Subject: hi\r\n\r\nbody")
+        assert [m["Subject"] for m in server.messages()] == ["hi"]
