@@ -35,7 +35,7 @@ import rfc8785
 
 from consentry.cli.demo import write_demo_files
 from consentry.cli.main import main
-from consentry.gate.decisions import decision_leaf
+from consentry.gate.decisions import decision_leaf, read_chunk
 from consentry.gate.logbundle import SNAPSHOT_STATEMENT, sign_statement
 from consentry.gate.snapshot import _manifest_id
 from consentry.gate.sources import open_source
@@ -1112,7 +1112,7 @@ def _card(report: Path, name: str) -> int:
 def _wait_for_chunks(proc: subprocess.Popen[bytes], chunks: Path, at_least: int) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if chunks.is_dir() and len(list(chunks.glob("*.parquet"))) >= at_least:
+        if chunks.is_dir() and len(list(chunks.glob("*.leaves"))) >= at_least:
             return
         if proc.poll() is not None:
             break
@@ -1144,21 +1144,22 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(reg: Registry, tmp_path
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "manifest.json").exists(), "the run finished before it was killed"
 
-    # Only whole chunks: every *.parquet is a readable table of 20 decisions.
-    done = sorted(chunks.glob("*.parquet"))
+    # Only whole chunks: every *.leaves holds 20 decisions and their summary.
+    done = sorted(chunks.glob("*.leaves"))
     assert done
     leftovers = {p.name for p in chunks.iterdir()} - {p.name for p in done}
-    assert all(re.fullmatch(r"\d{8}\.parquet\.tmp", name) for name in leftovers), leftovers
+    assert all(re.fullmatch(r"\d{8}\.leaves\.tmp", name) for name in leftovers), leftovers
     for path in done:
-        table = pq.read_table(path)
-        assert table.num_rows == 20
+        leaves, summary = read_chunk(path)
+        rows = [json.loads(line) for line in leaves.splitlines()]
         first = int(path.stem) * 20
-        assert table.column("ordinal").to_pylist() == list(range(first, first + 20))
+        assert [row["ordinal"] for row in rows] == list(range(first, first + 20))
+        assert (summary.first, summary.count) == (first, 20)
     state = json.loads((killed / ".gate-work" / "state.json").read_bytes())
 
     # Without --resume: refused, nothing touched.
     fails(*args, match="unfinished")
-    assert sorted(chunks.glob("*.parquet")) == done
+    assert sorted(chunks.glob("*.leaves")) == done
 
     resumed = ok(*args, "--resume", "--json").json()
     assert not (killed / ".gate-work").exists()
@@ -1197,16 +1198,18 @@ def interrupt(args: list[str | Path], out: Path, after_chunks: int) -> None:
     real = run_module.write_chunk
     written: list[Path] = []
 
-    def write_then_interrupt(path: Path, records: Any) -> None:
+    def write_then_interrupt(path: Path, leaves: bytes, summary: Any) -> None:
+        # Chunks are written on the run's collector thread; the interrupt reaches the main
+        # thread with the next chunk it hands over, as a Ctrl-C would between two chunks.
         if len(written) == after_chunks:
             raise KeyboardInterrupt
-        real(path, records)
+        real(path, leaves, summary)
         written.append(path)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(run_module, "write_chunk", write_then_interrupt)
         fails(*args, match="aborted|interrupted")
-    assert len(list((out / ".gate-work" / "chunks").glob("*.parquet"))) == after_chunks
+    assert len(list((out / ".gate-work" / "chunks").glob("*.leaves"))) == after_chunks
     assert not (out / "manifest.json").exists()
 
 
@@ -1238,7 +1241,7 @@ def test_resume_with_a_different_policy_is_refused(
     changed = [*args[:at], new, *args[at + 1 :]]
     fails(*changed, "--resume", match=match)
     assert not (out / "manifest.json").exists()
-    assert len(list((out / ".gate-work" / "chunks").glob("*.parquet"))) == 2
+    assert len(list((out / ".gate-work" / "chunks").glob("*.leaves"))) == 2
     # the same command resumes it
     assert ok(*args, "--resume", "--json").json()["items"] == 100
 
@@ -1282,6 +1285,61 @@ def test_two_workers_decide_exactly_as_one(reg: Registry, tmp_path: Path) -> Non
     assert (one / "admitted" / data.name).read_bytes() == (
         two / "admitted" / data.name
     ).read_bytes()
+
+
+def _mixed_corpus(reg: Registry, path: Path, n: int, form: str) -> tuple[Path, list[str]]:
+    """Registered and unregistered texts whose metadata the policy's bases read, as JSON
+    Lines (optionally keyed by a column) or CSV; also the options that name the columns."""
+    registered = [reg.text(name) for name in ("story", "poem", "lyrics", "essay")]
+    rows = []
+    for i in range(n):
+        text = registered[i % 4] if i % 3 == 0 else f"Unregistered note {i}, tide at {i % 24}.\n"
+        licence = ["CC0-1.0", "", "All rights reserved", "cc-by-4.0"][i % 4]
+        origin = ["archive.example", "elsewhere.example", ""][i % 3]
+        rows.append({"id": f"item-{i}", "text": text, "licence_id": licence, "origin": origin})
+    rows.append({"id": "broken", "text": 42, "licence_id": "CC0-1.0", "origin": ""})
+    if form == "csv":
+        with path.with_suffix(".csv").open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows[:-1])
+        return path.with_suffix(".csv"), []
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+        fh.write("\n{not json\n")  # a blank line (no item) and an unreadable one
+    return path, (["--key-column", "id"] if form == "jsonl-keyed" else [])
+
+
+@pytest.mark.parametrize("form", ["jsonl", "jsonl-keyed", "csv"])
+def test_two_workers_write_byte_identical_outputs(reg: Registry, tmp_path: Path, form: str) -> None:
+    """Workers parse raw rows (JSON Lines, CSV) or get finished items (a key column): either
+    way every output is byte for byte that of one worker, whatever the part sizes were."""
+    data, columns = _mixed_corpus(reg, tmp_path / "corpus.jsonl", 150, form)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        policy_toml(reg.lab, ALL_BASES, at='"2026-12-01T00:00:00Z"'), encoding="utf-8"
+    )
+    outs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        args = gate_args(reg, data, out, "--policy", policy, "--chunk-size", "40", *columns)
+        ok(*args, "--workers", workers)
+        outs[workers] = out
+    one, two = outs["1"], outs["2"]
+    for name in ("decisions.parquet", "report.html", f"admitted/{data.name}"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    m_one, m_two = manifest(one), manifest(two)
+    assert m_one["decisions"] == m_two["decisions"]
+    assert m_one["counts"] == m_two["counts"]
+    assert m_one["grants"] == m_two["grants"]
+    rows = decisions(one)
+    assert m_one["decisions"]["merkle_root"] == merkle_root(rows)
+    assert [r["ordinal"] for r in rows] == list(range(len(rows)))
+    counts = m_one["counts"]["by_reason"]
+    # Every path was taken: grants, other bases, laundering refused, unreadable rows.
+    assert min(counts["grant-in-force"], counts["basis-open-licence"], counts["no-grant"]) > 0
+    assert counts.get("unreadable", 0) == (0 if form == "csv" else 2)
 
 
 # --- the report in a real browser -------------------------------------------------------------

@@ -98,6 +98,13 @@ class Gate:
         self.snapshot = snapshot
         self.policy = policy
         self._matchers: list[Matcher] = [snapshot.exact, *snapshot.indexes]
+        # Metadata fields the policy's other bases read; none with grants alone.
+        self._basis_fields: tuple[str, ...] = (
+            ()
+            if policy.bases <= {Basis.GRANT}
+            else (policy.licence_field, policy.provenance_field, policy.source_field)
+        )
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
 
     @classmethod
     def from_snapshot(
@@ -157,7 +164,7 @@ class Gate:
             except UnreadableInputError as exc:
                 error = str(exc)
         facts = ItemFacts(item.key, matches, unreadable=error)
-        decision = decide_with_policy(facts, item.metadata, self.policy, self.snapshot.view)
+        decision = self._decide_facts(facts, item.metadata)
         source = item.metadata.get(self.policy.source_field)
         return GateDecision(
             item.key,
@@ -168,6 +175,36 @@ class Gate:
             error,
             str(source) if source is not None else None,
         )
+
+    _MEMO_LIMIT = 4096
+    """Distinct (matches, metadata) decisions remembered; beyond that the memo starts again."""
+
+    def _decide_facts(self, facts: ItemFacts, metadata: Mapping[str, Any]) -> Decision:
+        """:func:`decide_with_policy`, memoised: one snapshot, one policy, one time — so the
+        decision is a function of the matches and the few metadata fields the policy reads.
+
+        Most items of a dataset share a handful of decisions (nothing recognised; one granted
+        work), and the same object coming back lets the leaf encoder reuse its JSON. The key
+        holds each score's ``repr``, so ``1`` and ``1.0`` (which print differently in the
+        evidence) are told apart; unreadable items are decided directly (their error text is
+        theirs alone).
+        """
+        if facts.unreadable is not None:
+            return decide_with_policy(facts, metadata, self.policy, self.snapshot.view)
+        key = (
+            tuple((m.work_id, m.stage, repr(m.score)) for m in facts.matches),
+            tuple(
+                None if (value := metadata.get(name)) is None else str(value)
+                for name in self._basis_fields
+            ),
+        )
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = decide_with_policy(facts, metadata, self.policy, self.snapshot.view)
+            if len(self._decisions) >= self._MEMO_LIMIT:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
 
     def decide_batch(self, items: Iterable[Item]) -> list[GateDecision]:
         return [self.decide(item) for item in items]

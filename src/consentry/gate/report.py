@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,20 +47,80 @@ class Tally:
     denied_samples: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, row: dict[str, Any]) -> None:
+        """Count one row of the decision table."""
+        self.add_fields(
+            row["key"],
+            row["decision"],
+            row["reasons"],
+            row["basis"],
+            row["source"],
+            row["work_ids"],
+            row["error"],
+        )
+
+    def add_fields(
+        self,
+        key: str,
+        decision: str,
+        reasons: Sequence[str],
+        basis: str | None,
+        source: str | None,
+        work_ids: Sequence[str],
+        error: str | None,
+    ) -> None:
+        """:meth:`add` without building the row (the gate's workers count every item)."""
         self.items += 1
-        decision = row["decision"]
         self.by_decision[decision] += 1
-        for reason in row["reasons"]:
+        for reason in reasons:
             self.by_reason[reason] += 1
-        if row["basis"]:
-            self.by_basis[row["basis"]] += 1
-        self.by_source[(row["source"] or "(unstated)", decision)] += 1
-        for work_id in row["work_ids"]:
+        if basis:
+            self.by_basis[basis] += 1
+        self.by_source[(source or "(unstated)", decision)] += 1
+        for work_id in work_ids:
             self.works[work_id] += 1
         if decision == "deny" and len(self.denied_samples) < _SAMPLES:
-            self.denied_samples.append(
-                {"key": row["key"], "reasons": row["reasons"], "error": row["error"]}
-            )
+            self.denied_samples.append({"key": key, "reasons": list(reasons), "error": error})
+
+    def merge(self, other: Tally) -> None:
+        """Add ``other``'s rows as if they had come after this tally's own.
+
+        Counters keep first-seen order (ties in the report are listed in that order), and
+        ``Counter.update`` appends keys it has not seen, so merging per-chunk tallies in
+        ordinal order gives exactly the tally of adding every row in ordinal order.
+        """
+        self.items += other.items
+        self.by_decision.update(other.by_decision)
+        self.by_reason.update(other.by_reason)
+        self.by_basis.update(other.by_basis)
+        self.by_source.update(other.by_source)
+        self.works.update(other.works)
+        room = _SAMPLES - len(self.denied_samples)
+        if room > 0:
+            self.denied_samples.extend(other.denied_samples[:room])
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready and order-preserving (see :meth:`merge`), for the chunk files."""
+        return {
+            "items": self.items,
+            "by_decision": dict(self.by_decision),
+            "by_reason": dict(self.by_reason),
+            "by_basis": dict(self.by_basis),
+            "by_source": [[src, decision, n] for (src, decision), n in self.by_source.items()],
+            "works": dict(self.works),
+            "denied_samples": self.denied_samples,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tally:
+        return cls(
+            items=int(data["items"]),
+            by_decision=Counter(data["by_decision"]),
+            by_reason=Counter(data["by_reason"]),
+            by_basis=Counter(data["by_basis"]),
+            by_source=Counter({(s, d): n for s, d, n in data["by_source"]}),
+            works=Counter(data["works"]),
+            denied_samples=list(data["denied_samples"]),
+        )
 
     def counts(self) -> dict[str, Any]:
         return {

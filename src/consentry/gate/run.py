@@ -3,7 +3,8 @@
 Layout of ``--out DIR`` while a run is under way::
 
     .gate-work/state.json        what this run is (snapshot id, policy, input identity)
-    .gate-work/chunks/NNNNNNNN.parquet   decisions of items [N*C, (N+1)*C), each written
+    .gate-work/chunks/NNNNNNNN.leaves    decisions of items [N*C, (N+1)*C) as their Merkle
+                                 leaves and a summary (decisions.py), each written
                                  atomically (temporary file, fsync, rename)
 
 and when it has finished: ``admitted/`` (the admitted subset in the input's format),
@@ -23,11 +24,15 @@ manifest's timestamps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
+import queue
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,7 +46,14 @@ from consentry import __version__
 from consentry.domain.bases import Policy
 from consentry.errors import InvalidInputError
 from consentry.filehash import sha256_file
-from consentry.gate.decisions import write_chunk, write_decisions
+from consentry.gate.decisions import (
+    CHUNK_SUFFIX,
+    ChunkSummary,
+    DecisionsWriter,
+    LeafEncoder,
+    read_chunk,
+    write_chunk,
+)
 from consentry.gate.engine import Gate
 from consentry.gate.item import Item
 from consentry.gate.logbundle import (
@@ -54,7 +66,7 @@ from consentry.gate.policy import policy_from_mapping, policy_to_json
 from consentry.gate.report import Tally, render_report
 from consentry.gate.sinks import write_subset
 from consentry.gate.snapshot import Snapshot, SnapshotLog
-from consentry.gate.sources import Source
+from consentry.gate.sources import RawRow, Source
 from consentry.ledger.note import Signer, Verifier
 
 __all__ = ["GateRun", "OrdinalSet", "run_gate"]
@@ -63,10 +75,16 @@ MANIFEST_FORMAT = "consentry-gate-manifest"
 MANIFEST_VERSION = 2
 """2: the manifest carries log evidence (``log``, ``grants``, ``works``) and may be signed."""
 WORK = ".gate-work"
-_PART_SIZE = 16
-"""Items per task sent to a worker (chunks are split into parts for load balance)."""
+_FIRST_PART_SIZE = 16
+"""Items per task sent to a worker until the cost of an item is known."""
+_PART_SECONDS = 0.02
+"""CPU time a part should take. The pool costs ~0.2 ms of the main process's CPU per task,
+so parts of 20 ms keep that near 1 %; and they are short enough that both workers stay busy
+to the end. 16 images make a part (~11 ms each), 64-256 short texts (~0.3 ms each)."""
 _IN_FLIGHT_PARTS = 4
 """Parts in flight per worker before the reader waits (bounds memory)."""
+_QUEUED_CHUNKS = 8
+"""Finished chunks waiting for the writer thread before the run waits for it."""
 SIGNATURE_FILE = "manifest.sig"
 
 
@@ -99,22 +117,54 @@ class GateRun:
         return dict(self.manifest["counts"])
 
 
-# -- worker side -------------------------------------------------------------------------------
-
-_WORKER_GATE: Gate | None = None
+# -- deciding parts (in workers, or in-process) ------------------------------------------------
 
 
-def _init_worker(snapshot_path: str, policy: dict[str, Any]) -> None:
-    global _WORKER_GATE  # one gate per worker process, loaded once
-    # The main process verified the snapshot's hashes; workers only need to read it.
-    _WORKER_GATE = Gate(Snapshot.load(snapshot_path, verify=False), policy_from_mapping(policy))
+class _PartDecider:
+    """Raw rows -> items -> decisions -> leaves and summary: all the per-item work of a run.
+
+    Runs in each worker process (and in the main process with one worker), so the main
+    process only splits the source and writes what comes back.
+    """
+
+    def __init__(self, gate: Gate, source: Source | None) -> None:
+        self.gate = gate
+        self.source = source
+        self.encoder = LeafEncoder()
+
+    def __call__(self, first: int, raws: list[Item | RawRow]) -> tuple[bytes, ChunkSummary]:
+        items = [raw if isinstance(raw, Item) else self._item(raw) for raw in raws]
+        return self.encoder.encode(self.gate.decide_batch(items), first)
+
+    def _item(self, raw: RawRow) -> Item:
+        if self.source is None:  # pragma: no cover - raw rows come only with their source
+            raise RuntimeError("a raw row without its source")
+        return self.source.item_from_raw(raw)
+
+
+_WORKER: _PartDecider | None = None
+
+
+def _init_worker(snapshot_path: str, policy: dict[str, Any], source: Source | None) -> None:
+    global _WORKER  # one gate per worker process, loaded once
+    # The main process verifies the snapshot's hashes; workers only need to read it.
+    gate = Gate(Snapshot.load(snapshot_path, verify=False), policy_from_mapping(policy))
+    _WORKER = _PartDecider(gate, source)
+
+
+def _ready() -> None:
+    """A no-op task: submitting one per worker starts the workers (and their snapshot load)."""
 
 
 def _decide_part(
-    chunk_no: int, part: int, items: list[Item]
-) -> tuple[int, int, list[dict[str, Any]]]:
-    assert _WORKER_GATE is not None  # noqa: S101 - set by the pool initializer
-    return chunk_no, part, [d.record() for d in _WORKER_GATE.decide_batch(items)]
+    chunk_no: int, part: int, first: int, raws: list[Item | RawRow]
+) -> tuple[int, int, bytes, ChunkSummary, float]:
+    """Decide one part; also returns the CPU seconds it took (the main process sizes the
+    next parts with it)."""
+    assert _WORKER is not None  # noqa: S101 - set by the pool initializer
+    started = time.thread_time()
+    leaves, summary = _WORKER(first, raws)
+    return chunk_no, part, leaves, summary, time.thread_time() - started
 
 
 # -- main side ---------------------------------------------------------------------------------
@@ -137,12 +187,145 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _chunks(source: Source, size: int) -> Iterator[tuple[int, list[Item]]]:
-    batch: list[Item] = []
+def _start_pool(
+    workers: int, snapshot_path: Path, policy: Policy, source: Source
+) -> ProcessPoolExecutor:
+    """A pool whose workers start (and load the snapshot) while the caller goes on.
+
+    Starting a forkserver worker blocks until the server has imported the gate (~0.5 s);
+    done from a thread, that overlaps the main process's verification of the snapshot.
+    """
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_pool_context(),
+        initializer=_init_worker,
+        initargs=(str(snapshot_path), policy_to_json(policy), source if source.raw_rows else None),
+    )
+
+    def warm() -> None:
+        with contextlib.suppress(RuntimeError):  # the run failed and shut the pool down
+            for _ in range(workers):
+                pool.submit(_ready)
+
+    threading.Thread(target=warm, name="gate-pool-start", daemon=True).start()
+    return pool
+
+
+class _Totals:
+    """What the end of the run needs from every chunk's summary: bounded memory."""
+
+    def __init__(self) -> None:
+        self.tally = Tally()
+        self.admitted = OrdinalSet()
+        self.grant_works: dict[str, set[str]] = {}
+        self.other_works: set[str] = set()
+
+    def add(self, summary: ChunkSummary) -> None:
+        self.tally.merge(summary.tally)
+        for ordinal in summary.admitted:
+            self.admitted.add(ordinal)
+        for grant_id, works in summary.grant_works.items():
+            self.grant_works.setdefault(grant_id, set()).update(works)
+        self.other_works.update(summary.other_works)  # e.g. a voided registration that was seen
+
+
+class _Collector:
+    """Takes decided chunks (in any order) on a thread: writes each chunk file at once, and
+    feeds the chunks in ordinal order — new ones, and on ``--resume`` the ones already on
+    disk — to ``decisions.parquet``, the Merkle tree and the totals.
+
+    The fsync of a chunk (a few ms of waiting for the disk) and Arrow's parsing and
+    compression (C++, without the GIL) then overlap deciding the next chunks, instead of
+    adding to the run's time; the end of the run only closes the file. At most
+    :data:`_QUEUED_CHUNKS` chunks wait in the queue; :meth:`add` blocks beyond that.
+    """
+
+    def __init__(self, chunk_dir: Path, decisions: DecisionsWriter) -> None:
+        self.chunk_dir = chunk_dir
+        self.decisions = decisions
+        self.totals = _Totals()
+        self._queue: queue.Queue[tuple[int, tuple[bytes, ChunkSummary] | None] | None] = (
+            queue.Queue(maxsize=_QUEUED_CHUNKS)
+        )
+        self._ready: dict[int, tuple[bytes, ChunkSummary] | None] = {}
+        self._next = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gate-collector", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # keep draining, so that add() never blocks on a dead thread
+            try:
+                self._take(*job)
+            except BaseException as exc:  # handed to the main thread, raised there
+                self._error = exc
+
+    def _take(self, number: int, decided: tuple[bytes, ChunkSummary] | None) -> None:
+        path = _chunk_path(self.chunk_dir, number)
+        if decided is not None:
+            write_chunk(path, *decided)
+        self._ready[number] = decided
+        while self._next in self._ready:
+            got = self._ready.pop(self._next)
+            leaves, summary = (
+                got if got is not None else read_chunk(_chunk_path(self.chunk_dir, self._next))
+            )
+            self.decisions.add(leaves, summary, _chunk_path(self.chunk_dir, self._next))
+            self.totals.add(summary)
+            self._next += 1
+
+    def add(self, number: int, leaves: bytes, summary: ChunkSummary) -> None:
+        """A chunk just decided."""
+        self._check()
+        self._queue.put((number, (leaves, summary)))
+
+    def add_done(self, number: int) -> None:
+        """A chunk an interrupted run decided: read back from its file when its turn comes."""
+        self._check()
+        self._queue.put((number, None))
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self, n_chunks: int | None) -> None:
+        """Write what is queued (whole chunks, so an interrupted run keeps them) and stop;
+        with ``n_chunks`` (the run completed), check that every chunk reached the table and
+        raise what went wrong on the thread. Closing twice does nothing more."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if n_chunks is None:
+            return
+        self._check()
+        if n_chunks is not None and self._next != n_chunks:
+            raise RuntimeError(f"decided {self._next} of {n_chunks} chunks")
+
+
+class _ItemCost:
+    """Running estimate of the CPU seconds per item, from the parts the workers finished."""
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.seconds = 0.0
+
+    def add(self, items: int, seconds: float) -> None:
+        self.items += items
+        self.seconds += seconds
+
+    def part_size(self) -> int:
+        if self.items < 4 * _FIRST_PART_SIZE or self.seconds <= 0:
+            return _FIRST_PART_SIZE
+        return max(1, round(_PART_SECONDS * self.items / self.seconds))
+
+
+def _chunks(source: Source, size: int) -> Iterator[tuple[int, list[Item | RawRow]]]:
+    batch: list[Item | RawRow] = []
     chunk_no = 0
-    for item in source:
-        # The sink re-reads the source; workers need only what recognition needs.
-        batch.append(dataclasses.replace(item, record=None))
+    for raw in source.raw_items():
+        batch.append(raw)
         if len(batch) == size:
             yield chunk_no, batch
             chunk_no, batch = chunk_no + 1, []
@@ -213,82 +396,121 @@ def run_gate(
     with ``sign_key`` the runner signs the manifest (``manifest.sig``).
     """
     started = datetime.now(UTC)
-    # Verifies signature, content hashes and log proofs before anything runs.
-    snapshot = Snapshot.load(
-        snapshot_path, operator_key=operator_key, trust_snapshot_key=trust_snapshot_key
-    )
-    gate = Gate(snapshot, policy)
-    out.mkdir(parents=True, exist_ok=True)
-    state = _state_for(snapshot, policy, source, chunk_size)
     if resume and (out / WORK / "state.json").exists():
         # The interrupted run fixed the decision time (default: when it started); keep only
         # that, so the results are identical — any other change of policy is refused below.
-        saved = json.loads((out / WORK / "state.json").read_text(encoding="utf-8"))
-        saved_at = saved.get("policy", {}).get("at")
+        try:
+            saved = json.loads((out / WORK / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}  # _prepare_work_dir says what is wrong with it
+        saved_at = saved.get("policy", {}).get("at") if isinstance(saved, dict) else None
         if isinstance(saved_at, str):
             policy = dataclasses.replace(policy, at=datetime.fromisoformat(saved_at))
-            gate = Gate(snapshot, policy)
-            state = _state_for(snapshot, policy, source, chunk_size)
-    chunk_dir = _prepare_work_dir(out, state, resume)
-    done = {int(p.stem) for p in chunk_dir.glob("*.parquet")}
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:
+            # Workers start and load the snapshot while it is verified here; they decide
+            # nothing until it has verified.
+            pool = _start_pool(workers, snapshot_path, policy, source)
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        # Verifies signature, content hashes and log proofs before anything runs.
+        snapshot = Snapshot.load(
+            snapshot_path, operator_key=operator_key, trust_snapshot_key=trust_snapshot_key
+        )
+        gate = Gate(snapshot, policy)
+        out.mkdir(parents=True, exist_ok=True)
+        state = _state_for(snapshot, policy, source, chunk_size)
+        chunk_dir = _prepare_work_dir(out, state, resume)
+        done = {int(p.name[: -len(CHUNK_SUFFIX)]) for p in chunk_dir.glob("*" + CHUNK_SUFFIX)}
+        decisions = DecisionsWriter(out / "decisions.parquet", out / WORK / "decisions.parquet.tmp")
+        collector = _Collector(chunk_dir, decisions)
+        try:
+            n_chunks = _decide_all(
+                source, gate, pool, workers, chunk_size, done, collector, on_progress
+            )
+            collector.close(n_chunks)
+        except BaseException:
+            collector.close(None)  # whole chunks already decided are kept for --resume
+            decisions.abort()
+            raise
+        count, root = decisions.close()
+    return _finish(out, source, snapshot, policy, count, root, collector.totals, started, sign_key)
+
+
+def _chunk_path(chunk_dir: Path, n: int) -> Path:
+    return chunk_dir / f"{n:08d}{CHUNK_SUFFIX}"
+
+
+def _decide_all(
+    source: Source,
+    gate: Gate,
+    pool: ProcessPoolExecutor | None,
+    workers: int,
+    chunk_size: int,
+    done: set[int],
+    collector: _Collector,
+    on_progress: Callable[[int], None] | None,
+) -> int:
+    """Decide every chunk not in ``done``, handing each to ``collector``; returns how many
+    chunks the source has."""
     progress = on_progress or (lambda _n: None)
-
-    def chunk_path(n: int) -> Path:
-        return chunk_dir / f"{n:08d}.parquet"
-
     n_chunks = 0
-    if workers <= 1:
-        for chunk_no, items in _chunks(source, chunk_size):
+    if pool is None:
+        decide = _PartDecider(gate, source)
+        for chunk_no, raws in _chunks(source, chunk_size):
             n_chunks = chunk_no + 1
-            if chunk_no not in done:
-                write_chunk(chunk_path(chunk_no), [d.record() for d in gate.decide_batch(items)])
-            progress(len(items))
-    else:
-        ctx = _pool_context()
-        # Workers get parts of chunks, so they stay evenly busy to the end even when a
-        # chunk holds a few expensive items (images); a chunk is written once all its parts
-        # are back, so what is on disk is still whole chunks.
-        part_size = max(1, min(_PART_SIZE, chunk_size))
-        pending: dict[Future[tuple[int, int, list[dict[str, Any]]]], int] = {}
-        parts_left: dict[int, int] = {}
-        results: dict[int, dict[int, list[dict[str, Any]]]] = {}
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(str(snapshot_path), policy_to_json(policy)),
-        ) as pool:
+            if chunk_no in done:
+                collector.add_done(chunk_no)
+            else:
+                collector.add(chunk_no, *decide(chunk_no * chunk_size, raws))
+            progress(len(raws))
+        return n_chunks
+    # Workers get parts of chunks, so they stay evenly busy to the end even when a chunk
+    # holds a few expensive items (images); a chunk is written once all its parts are back,
+    # so what is on disk is still whole chunks.
+    pending: dict[Future[tuple[int, int, bytes, ChunkSummary, float]], int] = {}
+    parts_left: dict[int, int] = {}
+    results: dict[int, dict[int, tuple[bytes, ChunkSummary]]] = {}
+    cost = _ItemCost()
 
-            def drain(block_until: int) -> None:
-                while len(pending) > block_until:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        size = pending.pop(future)
-                        number, part, records = future.result()
-                        results.setdefault(number, {})[part] = records
-                        parts_left[number] -= 1
-                        if parts_left[number] == 0:
-                            got = results.pop(number)
-                            write_chunk(
-                                chunk_path(number), [r for p in sorted(got) for r in got[p]]
-                            )
-                            del parts_left[number]
-                        progress(size)
+    def drain(block_until: int) -> None:
+        while len(pending) > block_until:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                size = pending.pop(future)
+                number, part, leaves, summary, seconds = future.result()
+                cost.add(size, seconds)
+                results.setdefault(number, {})[part] = (leaves, summary)
+                parts_left[number] -= 1
+                if parts_left[number] == 0:
+                    got = results.pop(number)
+                    del parts_left[number]
+                    ordered = [got[p] for p in sorted(got)]
+                    whole = ordered[0][1]
+                    for _, later in ordered[1:]:
+                        whole.merge(later)
+                    chunk_leaves = b"".join(leaves for leaves, _ in ordered)
+                    collector.add(number, chunk_leaves, whole)
+                progress(size)
 
-            for chunk_no, items in _chunks(source, chunk_size):
-                n_chunks = chunk_no + 1
-                if chunk_no in done:
-                    progress(len(items))
-                    continue
-                parts = [items[i : i + part_size] for i in range(0, len(items), part_size)]
-                parts_left[chunk_no] = len(parts)
-                for number, part in enumerate(parts):
-                    pending[pool.submit(_decide_part, chunk_no, number, part)] = len(part)
-                drain(_IN_FLIGHT_PARTS * workers)  # bounded in-flight work keeps memory flat
-            drain(0)
-
-    chunks = [chunk_path(n) for n in range(n_chunks)]
-    return _finish(out, source, snapshot, policy, chunks, started, sign_key)
+    for chunk_no, raws in _chunks(source, chunk_size):
+        n_chunks = chunk_no + 1
+        if chunk_no in done:
+            collector.add_done(chunk_no)
+            progress(len(raws))
+            continue
+        first = chunk_no * chunk_size
+        # Parts are slices of the chunk; how big changes nothing in the outputs.
+        part_size = max(1, min(cost.part_size(), chunk_size))
+        starts = range(0, len(raws), part_size)
+        parts_left[chunk_no] = len(starts)
+        for number, start in enumerate(starts):
+            part = raws[start : start + part_size]
+            future = pool.submit(_decide_part, chunk_no, number, first + start, part)
+            pending[future] = len(part)
+        drain(_IN_FLIGHT_PARTS * workers)  # bounded in-flight work keeps memory flat
+    drain(0)
+    return n_chunks
 
 
 def _finish(
@@ -296,30 +518,17 @@ def _finish(
     source: Source,
     snapshot: Snapshot,
     policy: Policy,
-    chunks: list[Path],
+    count: int,
+    root: str,
+    totals: _Totals,
     started: datetime,
     sign_key: Signer | None = None,
 ) -> GateRun:
-    tally = Tally()
-    admitted = OrdinalSet()
-    grant_works: dict[str, set[str]] = {}
-    other_works: set[str] = set()
-
-    def on_row(row: dict[str, Any]) -> None:
-        tally.add(row)
-        if row["decision"] == "admit":
-            admitted.add(int(row["ordinal"]))
-            for evidence in json.loads(row["evidence"]):
-                work_id, grant_id = evidence.get("work_id"), evidence.get("grant_id")
-                if evidence.get("reason") == "grant-in-force" and work_id and grant_id:
-                    grant_works.setdefault(grant_id, set()).add(work_id)
-                elif work_id:
-                    other_works.add(work_id)  # e.g. a voided registration that was seen
-
+    tally, admitted = totals.tally, totals.admitted
+    grant_works, other_works = totals.grant_works, totals.other_works
     if snapshot.log is None:
         raise InvalidInputError("the gate needs a verified snapshot (loaded with verify=True)")
     slog = snapshot.log
-    count, root = write_decisions(chunks, out / "decisions.parquet", on_row)
     subset_dir = out / "admitted"
     if subset_dir.exists():
         shutil.rmtree(subset_dir)  # a resumed run rebuilds it from the decisions

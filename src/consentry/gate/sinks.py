@@ -169,8 +169,14 @@ def _write_jsonl(source: JsonlSource, admitted: Container[int], dest: Path) -> N
         # mtime=0 and no file name in the header: the same subset gives the same bytes.
         stream = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if source.gzip else raw
         with stream:
-            for item in _admitted_records(source, admitted):
-                line = bytes(item.record)
+            # The lines as read, unparsed: an item's record is its line whatever it holds.
+            for ordinal, line, error in source.line_records():
+                if ordinal not in admitted:
+                    continue
+                if line is None:
+                    raise InvalidInputError(
+                        f"{source.root}: item {ordinal} cannot be written: {error}"
+                    )
                 stream.write(line)
                 if not line.endswith(b"\n"):  # the input's last line may lack a terminator
                     stream.write(b"\n")

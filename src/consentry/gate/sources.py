@@ -83,6 +83,7 @@ __all__ = [
     "HfSource",
     "JsonlSource",
     "ParquetSource",
+    "RawRow",
     "Source",
     "TarRecord",
     "WebDatasetSource",
@@ -403,6 +404,9 @@ def _visible_tree(root: Path) -> Iterator[tuple[str, Path]]:
 
 # --- the source interface ---------------------------------------------------------------------
 
+RawRow = tuple[int, int, Any]
+"""``(ordinal, line number, raw row)``: a line's bytes (JSON Lines) or a row's fields (CSV)."""
+
 
 class Source(ABC):
     """A dataset the gate can stream, in a deterministic order, as many times as needed."""
@@ -426,6 +430,27 @@ class Source(ABC):
         (file bytes, images named by a path) is not read, so ``data`` may be ``None``; keys,
         ordinals and ``record`` are the same as with ``load_content=True``.
         """
+
+    def raw_items(self) -> Iterator[Item | RawRow]:
+        """Every item in order, in the cheapest form that can be sent to a worker process.
+
+        The gate's main process only splits the source into chunks; turning raw rows into
+        items (JSON parsing, column lookups) is per-item work that belongs in the workers.
+        A source yields either a finished :class:`Item` (without ``record``: the sink re-reads
+        the source) or a :data:`RawRow` that :meth:`item_from_raw` turns into the very item
+        :meth:`scan` would have yielded. By default every item is finished here.
+        """
+        for item in self.scan():
+            yield dataclasses.replace(item, record=None) if item.record is not None else item
+
+    @property
+    def raw_rows(self) -> bool:
+        """Whether :meth:`raw_items` may yield raw rows (workers then need the source)."""
+        return False
+
+    def item_from_raw(self, raw: RawRow) -> Item:
+        """The item of a raw row from :meth:`raw_items` (called in a worker process)."""
+        raise TypeError(f"{type(self).__name__} does not split raw rows")
 
     @abstractmethod
     def count(self) -> int | None:
@@ -534,18 +559,61 @@ class JsonlSource(Source):
         super().__init__(root, max_item_bytes=max_item_bytes)
         self.columns = columns
         self.gzip = root.name.lower().endswith(".gz")
+        # Column resolution per row shape, for item_from_raw (rows share a handful of shapes).
+        self._shapes: dict[tuple[str, ...], _Columns | str] = {}
 
     def scan(self, *, load_content: bool = True) -> Iterator[Item]:
+        guard = _KeyGuard()
+        resolved: dict[tuple[str, ...], _Columns | str] = {}
+        for ordinal, line_no, line, error in self._read_lines():
+            if line is None:
+                yield Item(guard.unique(f"row-{ordinal}"), ordinal, error=error)
+            else:
+                yield self._line_item(line, line_no, ordinal, guard, resolved, load_content)
+
+    @property
+    def raw_rows(self) -> bool:
+        # Keys from a key column must be checked for uniqueness in order, in one place.
+        return self.columns.key is None
+
+    def raw_items(self) -> Iterator[Item | RawRow]:
+        if not self.raw_rows:
+            yield from super().raw_items()
+            return
+        for ordinal, line_no, line, error in self._read_lines():
+            if line is None:
+                # Without a key column no key is ever claimed, so guard.unique is the default.
+                yield Item(f"row-{ordinal}", ordinal, error=error)
+            else:
+                yield ordinal, line_no, line
+
+    def item_from_raw(self, raw: RawRow) -> Item:
+        ordinal, line_no, line = raw
+        if not self.raw_rows:
+            raise TypeError("rows keyed by a column are made by scan()")
+        # The item keeps its record (the line): it stays in the worker, never pickled back.
+        return self._line_item(line, line_no, ordinal, _KeyGuard(), self._shapes, True)
+
+    def line_records(self) -> Iterator[tuple[int, bytes | None, str | None]]:
+        """``(ordinal, original line, None)`` per item, or ``(ordinal, None, why)`` for a line
+        that could not be read: the sink's pass, without parsing a single line (an item's
+        ``record`` is its line whatever the line holds)."""
+        for ordinal, _line_no, line, error in self._read_lines():
+            yield ordinal, line, error
+
+    def _read_lines(self) -> Iterator[tuple[int, int, bytes | None, str | None]]:
+        """``(ordinal, line number, line, None)`` per non-blank line, or ``(ordinal, line
+        number, None, why)`` for an overlong line or a stream that breaks (the last)."""
         try:
             raw = self.root.open("rb")
         except OSError as exc:
             raise UnreadableInputError(f"{self.root}: cannot read: {exc.strerror}") from None
         with raw, gzip.GzipFile(fileobj=raw, mode="rb") if self.gzip else raw as stream:
-            yield from self._lines(stream, load_content)
+            yield from self._lines(stream)
 
-    def _lines(self, stream: io.BufferedIOBase | gzip.GzipFile, load: bool) -> Iterator[Item]:
-        guard = _KeyGuard()
-        resolved: dict[tuple[str, ...], _Columns | str] = {}
+    def _lines(
+        self, stream: io.BufferedIOBase | gzip.GzipFile
+    ) -> Iterator[tuple[int, int, bytes | None, str | None]]:
         limit = self.max_item_bytes + 2  # room for the "\r\n" after a maximal line
         ordinal = 0
         line_no = 0
@@ -558,22 +626,20 @@ class JsonlSource(Source):
                         break
             except (OSError, EOFError, zlib.error) as exc:
                 # A broken compressed stream cannot be resynchronised: report and stop.
-                key = guard.unique(f"row-{ordinal}")
                 what = "corrupt gzip stream" if self.gzip else "read error"
                 error = f"{self.root.name}: {what} after line {line_no}: {exc}"
-                yield Item(key, ordinal, error=error)
+                yield ordinal, line_no, None, error
                 return
             if not line:
                 return
             line_no += 1
             if overlong:
-                key = guard.unique(f"row-{ordinal}")
                 error = f"line {line_no}: longer than the {self.max_item_bytes}-byte item limit"
-                yield Item(key, ordinal, error=error)
+                yield ordinal, line_no, None, error
             elif not line.strip():
                 continue
             else:
-                yield self._line_item(line, line_no, ordinal, guard, resolved, load)
+                yield ordinal, line_no, line, None
             ordinal += 1
 
     def _line_item(
@@ -698,10 +764,40 @@ class CsvSource(Source):
         return self.root.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
 
     def scan(self, *, load_content: bool = True) -> Iterator[Item]:
-        if csv.field_size_limit() < self.max_item_bytes:
-            csv.field_size_limit(self.max_item_bytes)
         guard = _KeyGuard()
         width = len(self.header)
+        for ordinal, line, fields, error in self._read_rows():
+            if fields is None:
+                yield Item(guard.unique(f"row-{ordinal}"), ordinal, error=error)
+            else:
+                yield self._row(fields, line, ordinal, guard, width, load_content)
+
+    @property
+    def raw_rows(self) -> bool:
+        # Keys from a key column must be checked for uniqueness in order, in one place.
+        return self.columns.key is None
+
+    def raw_items(self) -> Iterator[Item | RawRow]:
+        if not self.raw_rows:
+            yield from super().raw_items()
+            return
+        for ordinal, line, fields, error in self._read_rows():
+            if fields is None:
+                # Without a key column no key is ever claimed, so guard.unique is the default.
+                yield Item(f"row-{ordinal}", ordinal, error=error)
+            else:
+                yield ordinal, line, fields
+
+    def item_from_raw(self, raw: RawRow) -> Item:
+        ordinal, line, fields = raw
+        if not self.raw_rows:
+            raise TypeError("rows keyed by a column are made by scan()")
+        return self._row(fields, line, ordinal, _KeyGuard(), len(self.header), True)
+
+    def _read_rows(self) -> Iterator[tuple[int, int, list[str] | None, str | None]]:
+        """``(ordinal, line, fields, None)`` per row, or ``(ordinal, line, None, why)``."""
+        if csv.field_size_limit() < self.max_item_bytes:
+            csv.field_size_limit(self.max_item_bytes)
         with self._open() as handle:
             reader = csv.reader(handle, dialect=self.dialect)
             next(reader)  # the header, validated in __init__
@@ -711,12 +807,11 @@ class CsvSource(Source):
                     while fields == []:  # blank lines are not rows
                         fields = next(reader, None)
                 except csv.Error as exc:
-                    key = guard.unique(f"row-{ordinal}")
-                    yield Item(key, ordinal, error=f"line {reader.line_num}: {exc}")
+                    yield ordinal, reader.line_num, None, f"line {reader.line_num}: {exc}"
                     continue
                 if fields is None:
                     return
-                yield self._row(fields, reader.line_num, ordinal, guard, width, load_content)
+                yield ordinal, reader.line_num, fields, None
 
     def _row(
         self, fields: list[str], line: int, ordinal: int, guard: _KeyGuard, width: int, load: bool
