@@ -19,7 +19,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Mailbox
 
-__all__ = ["DevSMTPServer"]
+__all__ = ["DevSMTPServer", "read_maildir"]
 
 
 class _Controller(Controller):
@@ -86,17 +86,20 @@ class DevSMTPServer:
 
     def messages(self) -> list[EmailMessage]:
         """Every message received so far, oldest first."""
-        if self.maildir is None:
-            return []
-        box = mailbox.Maildir(self.maildir, create=False)
-        parser = BytesParser(policy=email.policy.default)
-        found: list[tuple[tuple[int, ...], EmailMessage]] = []
-        for key in box.keys():
-            message = parser.parsebytes(box.get_bytes(key))
-            assert isinstance(message, EmailMessage)  # noqa: S101 - policy.default makes these
-            found.append((_arrival(key), message))
-        found.sort(key=lambda item: item[0])
-        return [message for _, message in found]
+        return read_maildir(self.maildir) if self.maildir is not None else []
+
+
+def read_maildir(path: Path) -> list[EmailMessage]:
+    """The messages of a maildir (as ``consentry mail dev-server`` fills it), oldest first."""
+    box = mailbox.Maildir(path, create=False)
+    parser = BytesParser(policy=email.policy.default)
+    found: list[tuple[tuple[int, ...], EmailMessage]] = []
+    for key in box.keys():
+        message = parser.parsebytes(box.get_bytes(key))
+        assert isinstance(message, EmailMessage)  # noqa: S101 - policy.default makes these
+        found.append((_arrival(key), message))
+    found.sort(key=lambda item: item[0])
+    return [message for _, message in found]
 
 
 def _arrival(key: str) -> tuple[int, ...]:
