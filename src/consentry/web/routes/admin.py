@@ -331,31 +331,6 @@ async def update_statement(slug: str, request: Request, web: Web) -> Response:
     return _redirect(f"/admin/statements/{quote(slug)}", "saved")
 
 
-@router.post("/statements/{slug}/{action}")
-async def statement_action(slug: str, action: str, request: Request, web: Web) -> Response:
-    admin = await _admin(request, web)
-    admin.require("operator")
-    await admin.form(request)
-    if action == "open":
-        await run_in_threadpool(web.service.open_statement, slug, by=admin.username)
-        done = "opened"
-    elif action == "close":
-        await run_in_threadpool(web.service.close_statement, slug, by=admin.username)
-        done = "closed"
-    elif action == "recount":
-        await run_in_threadpool(web.service.recount, slug)
-        done = "recounted"
-    else:
-        return web.templates.render(
-            "error.html", status=404, heading="Not found", message="No such action."
-        )
-    # Refresh this process's public counts now rather than at the next tick.
-    view = await run_in_threadpool(web.service.statement, slug)
-    if view.state != "draft":
-        web.counts.put(view)
-    return _redirect(f"/admin/statements/{quote(slug)}", done)
-
-
 @router.get("/statements/{slug}/export.csv")
 async def export_csv(slug: str, request: Request, web: Web) -> Response:
     admin = await _admin(request, web)
@@ -583,3 +558,29 @@ async def erase(request: Request, web: Web) -> Response:
         raise InvalidInputError("give the e-mail address of the signer to erase")
     await run_in_threadpool(lambda: web.service.erase_signer(email, by=admin.username))
     return _redirect("/admin/blocklist", "erased")
+
+
+# Registered last: its {action} segment would otherwise shadow the routes above.
+@router.post("/statements/{slug}/{action}")
+async def statement_action(slug: str, action: str, request: Request, web: Web) -> Response:
+    admin = await _admin(request, web)
+    admin.require("operator")
+    await admin.form(request)
+    if action == "open":
+        await run_in_threadpool(web.service.open_statement, slug, by=admin.username)
+        done = "opened"
+    elif action == "close":
+        await run_in_threadpool(web.service.close_statement, slug, by=admin.username)
+        done = "closed"
+    elif action == "recount":
+        await run_in_threadpool(lambda: web.service.recount(slug, by=admin.username))
+        done = "recounted"
+    else:
+        return web.templates.render(
+            "error.html", status=404, heading="Not found", message="No such action."
+        )
+    # Refresh this process's public counts now rather than at the next tick.
+    view = await run_in_threadpool(web.service.statement, slug)
+    if view.state != "draft":
+        web.counts.put(view)
+    return _redirect(f"/admin/statements/{quote(slug)}", done)
