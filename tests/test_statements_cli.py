@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +71,29 @@ def cli(
     return runner
 
 
-def _service(cli_env: dict[str, str], smtp_url: str = "smtp://127.0.0.1:8025") -> StatementService:
+@pytest.fixture
+def databases() -> Iterator[list[Database]]:
+    """Databases a test opens beside the CLI; closed at the end (no connection left open)."""
+    opened: list[Database] = []
+    yield opened
+    for db in opened:
+        db.close()
+
+
+def _service(
+    databases: list[Database], cli_env: dict[str, str], smtp_url: str = "smtp://127.0.0.1:8025"
+) -> StatementService:
     registry = Settings.load(env=cli_env)
-    return StatementService(
-        Database(registry), server_settings(registry, CONSENTRY_SMTP_URL=smtp_url)
-    )
+    databases.append(Database(registry))
+    return StatementService(databases[-1], server_settings(registry, CONSENTRY_SMTP_URL=smtp_url))
 
 
 def test_a_statement_from_creation_to_export(
-    cli: Cli, cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli,
+    databases: list[Database],
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     text = tmp_path / "statement.txt"
     text.write_text("We do not consent to training on our work.\n", encoding="utf-8")
@@ -103,7 +118,7 @@ def test_a_statement_from_creation_to_export(
 
     with DevSMTPServer(maildir=tmp_path / "mail") as smtp:
         monkeypatch.setenv("CONSENTRY_SMTP_URL", smtp.url)
-        service = _service(cli_env, smtp.url)
+        service = _service(databases, cli_env, smtp.url)
         results = service.sign_many(
             [
                 request("no-consent", email="ann@example.org", occupation="novelist"),
@@ -304,7 +319,11 @@ def test_bad_input_is_one_line_and_exit_1(cli: Cli, argv: tuple[str, ...], messa
 
 
 def test_operator_accounts(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]
+    databases: list[Database],
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli_env: dict[str, str],
 ) -> None:
     secret = tmp_path / "password"
     secret.write_text("a long enough passphrase\n", encoding="utf-8")
@@ -332,7 +351,8 @@ def test_operator_accounts(
         "operator", "add", "ted", "--role", "operator", "--password-file", tmp_path / "short"
     )
     assert cli.one("operator", "passwd", "orla")["password_changed"] is True
-    operators = OperatorService(Database(Settings.load(env=cli_env)))
+    databases.append(Database(Settings.load(env=cli_env)))
+    operators = OperatorService(databases[-1])
     assert operators.authenticate("orla", "another long passphrase") is not None
     assert operators.authenticate("orla", "a long enough passphrase") is None
     assert "is not one of" in cli.error("operator", "add", "eve", "--role", "admin")
@@ -351,7 +371,7 @@ def _console(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_dev_server_and_worker_run_until_sigterm(
-    cli: Cli, cli_env: dict[str, str], tmp_path: Path
+    databases: list[Database], cli: Cli, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     maildir = tmp_path / "sink"
     sink = _console(
@@ -362,7 +382,7 @@ def test_dev_server_and_worker_run_until_sigterm(
         started = json.loads(sink.stdout.readline())
         assert started["maildir"] == str(maildir)
         url = started["url"]
-        service = _service(cli_env, url)
+        service = _service(databases, cli_env, url)
         service.create_statement(StatementSpec(slug="live", title="Live", text="x"), by="orla")
         service.open_statement("live", by="orla")
         worker_env = cli_env | {"CONSENTRY_SMTP_URL": url, "CONSENTRY_SECRET_KEY": SECRET}
