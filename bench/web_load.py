@@ -19,6 +19,7 @@ charged for the whole stall (no coordinated omission).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import resource
@@ -154,8 +155,8 @@ def signer(run: int, i: int) -> tuple[str, str]:
         email = f"signer-{run}-{i}@{('gmail.com', 'outlook.com')[i % 2]}"
     else:
         email = f"signer-{run}-{i}@org{i % 500}-r{run}.example.net"
-    ip = f"10.{run % 256}.{(i >> 8) & 255}.{i & 255}" if i < 65536 else f"11.{run}.{i >> 8}.{i}"
-    return email, ip
+    # 10.0.0.0/8 split into 64 runs of 262,144 addresses each.
+    return email, str(ipaddress.IPv4Address((10 << 24) + ((run % 64) << 18) + (i % (1 << 18))))
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
