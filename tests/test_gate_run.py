@@ -1312,9 +1312,15 @@ def _mixed_corpus(reg: Registry, path: Path, n: int, form: str) -> tuple[Path, l
 
 
 @pytest.mark.parametrize("form", ["jsonl", "jsonl-keyed", "csv"])
-def test_two_workers_write_byte_identical_outputs(reg: Registry, tmp_path: Path, form: str) -> None:
+def test_two_workers_write_byte_identical_outputs(
+    reg: Registry, tmp_path: Path, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Workers parse raw rows (JSON Lines, CSV) or get finished items (a key column): either
     way every output is byte for byte that of one worker, whatever the part sizes were."""
+    from consentry.gate import run as run_module
+
+    # The workers decide every part (by default the main process decides until one is up).
+    monkeypatch.setattr(run_module, "_DECIDE_WHILE_WORKERS_START", False)
     data, columns = _mixed_corpus(reg, tmp_path / "corpus.jsonl", 150, form)
     policy = tmp_path / "policy.toml"
     policy.write_text(

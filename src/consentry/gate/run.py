@@ -83,6 +83,9 @@ so parts of 20 ms keep that near 1 %; and they are short enough that both worker
 to the end. 16 images make a part (~11 ms each), 64-256 short texts (~0.3 ms each)."""
 _IN_FLIGHT_PARTS = 4
 """Parts in flight per worker before the reader waits (bounds memory)."""
+_DECIDE_WHILE_WORKERS_START = True
+"""The main process decides parts itself until the first worker is up (~0.5 s of a core
+that would otherwise wait); tests turn it off to make the workers decide everything."""
 _QUEUED_CHUNKS = 8
 """Finished chunks waiting for the writer thread before the run waits for it."""
 SIGNATURE_FILE = "manifest.sig"
@@ -187,28 +190,40 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _start_pool(
-    workers: int, snapshot_path: Path, policy: Policy, source: Source
-) -> ProcessPoolExecutor:
-    """A pool whose workers start (and load the snapshot) while the caller goes on.
+class _Pool:
+    """A process pool whose workers start (and load the snapshot) while the caller goes on.
 
     Starting a forkserver worker blocks until the server has imported the gate (~0.5 s);
-    done from a thread, that overlaps the main process's verification of the snapshot.
+    done from a thread, that overlaps the main process's verification of the snapshot —
+    and :meth:`started` tells the caller when deciding parts itself stops being useful.
     """
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=_pool_context(),
-        initializer=_init_worker,
-        initargs=(str(snapshot_path), policy_to_json(policy), source if source.raw_rows else None),
-    )
 
-    def warm() -> None:
+    def __init__(self, workers: int, snapshot_path: Path, policy: Policy, source: Source) -> None:
+        self.workers = workers
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=_pool_context(),
+            initializer=_init_worker,
+            initargs=(
+                str(snapshot_path),
+                policy_to_json(policy),
+                source if source.raw_rows else None,
+            ),
+        )
+        self._warm: list[Future[None]] = []
+        threading.Thread(target=self._start, name="gate-pool-start", daemon=True).start()
+
+    def _start(self) -> None:
         with contextlib.suppress(RuntimeError):  # the run failed and shut the pool down
-            for _ in range(workers):
-                pool.submit(_ready)
+            for _ in range(self.workers):
+                self._warm.append(self.executor.submit(_ready))
 
-    threading.Thread(target=warm, name="gate-pool-start", daemon=True).start()
-    return pool
+    def started(self) -> bool:
+        """Has a worker started (or failed to: submitting then raises why)?"""
+        return any(future.done() for future in list(self._warm))
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 class _Totals:
@@ -411,8 +426,8 @@ def run_gate(
         if workers > 1:
             # Workers start and load the snapshot while it is verified here; they decide
             # nothing until it has verified.
-            pool = _start_pool(workers, snapshot_path, policy, source)
-            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+            pool = _Pool(workers, snapshot_path, policy, source)
+            stack.callback(pool.shutdown)
         # Verifies signature, content hashes and log proofs before anything runs.
         snapshot = Snapshot.load(
             snapshot_path, operator_key=operator_key, trust_snapshot_key=trust_snapshot_key
@@ -425,9 +440,7 @@ def run_gate(
         decisions = DecisionsWriter(out / "decisions.parquet", out / WORK / "decisions.parquet.tmp")
         collector = _Collector(chunk_dir, decisions)
         try:
-            n_chunks = _decide_all(
-                source, gate, pool, workers, chunk_size, done, collector, on_progress
-            )
+            n_chunks = _decide_all(source, gate, pool, chunk_size, done, collector, on_progress)
             collector.close(n_chunks)
         except BaseException:
             collector.close(None)  # whole chunks already decided are kept for --resume
@@ -444,8 +457,7 @@ def _chunk_path(chunk_dir: Path, n: int) -> Path:
 def _decide_all(
     source: Source,
     gate: Gate,
-    pool: ProcessPoolExecutor | None,
-    workers: int,
+    pool: _Pool | None,
     chunk_size: int,
     done: set[int],
     collector: _Collector,
@@ -454,15 +466,15 @@ def _decide_all(
     """Decide every chunk not in ``done``, handing each to ``collector``; returns how many
     chunks the source has."""
     progress = on_progress or (lambda _n: None)
+    decide_here = _PartDecider(gate, source)
     n_chunks = 0
     if pool is None:
-        decide = _PartDecider(gate, source)
         for chunk_no, raws in _chunks(source, chunk_size):
             n_chunks = chunk_no + 1
             if chunk_no in done:
                 collector.add_done(chunk_no)
             else:
-                collector.add(chunk_no, *decide(chunk_no * chunk_size, raws))
+                collector.add(chunk_no, *decide_here(chunk_no * chunk_size, raws))
             progress(len(raws))
         return n_chunks
     # Workers get parts of chunks, so they stay evenly busy to the end even when a chunk
@@ -473,6 +485,18 @@ def _decide_all(
     results: dict[int, dict[int, tuple[bytes, ChunkSummary]]] = {}
     cost = _ItemCost()
 
+    def part_done(number: int, part: int, leaves: bytes, summary: ChunkSummary) -> None:
+        results.setdefault(number, {})[part] = (leaves, summary)
+        parts_left[number] -= 1
+        if parts_left[number] == 0:
+            got = results.pop(number)
+            del parts_left[number]
+            ordered = [got[p] for p in sorted(got)]
+            whole = ordered[0][1]
+            for _, later in ordered[1:]:
+                whole.merge(later)
+            collector.add(number, b"".join(leaves for leaves, _ in ordered), whole)
+
     def drain(block_until: int) -> None:
         while len(pending) > block_until:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -480,17 +504,7 @@ def _decide_all(
                 size = pending.pop(future)
                 number, part, leaves, summary, seconds = future.result()
                 cost.add(size, seconds)
-                results.setdefault(number, {})[part] = (leaves, summary)
-                parts_left[number] -= 1
-                if parts_left[number] == 0:
-                    got = results.pop(number)
-                    del parts_left[number]
-                    ordered = [got[p] for p in sorted(got)]
-                    whole = ordered[0][1]
-                    for _, later in ordered[1:]:
-                        whole.merge(later)
-                    chunk_leaves = b"".join(leaves for leaves, _ in ordered)
-                    collector.add(number, chunk_leaves, whole)
+                part_done(number, part, leaves, summary)
                 progress(size)
 
     for chunk_no, raws in _chunks(source, chunk_size):
@@ -506,9 +520,18 @@ def _decide_all(
         parts_left[chunk_no] = len(starts)
         for number, start in enumerate(starts):
             part = raws[start : start + part_size]
-            future = pool.submit(_decide_part, chunk_no, number, first + start, part)
+            if _DECIDE_WHILE_WORKERS_START and not pool.started():
+                # No worker is up yet (the forkserver is still importing): rather than
+                # wait, decide here — the same code, so the same rows.
+                started = time.thread_time()
+                leaves, summary = decide_here(first + start, part)
+                cost.add(len(part), time.thread_time() - started)
+                part_done(chunk_no, number, leaves, summary)
+                progress(len(part))
+                continue
+            future = pool.executor.submit(_decide_part, chunk_no, number, first + start, part)
             pending[future] = len(part)
-        drain(_IN_FLIGHT_PARTS * workers)  # bounded in-flight work keeps memory flat
+        drain(_IN_FLIGHT_PARTS * pool.workers)  # bounded in-flight work keeps memory flat
     drain(0)
     return n_chunks
 
