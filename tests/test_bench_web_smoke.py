@@ -48,12 +48,14 @@ def test_bench_web_harness_measures_and_loses_nothing(
     assert run.drain_s >= 0
     assert run.load["p95_ms"] > 0
     assert run.meets()
-    for figure in (result.count, result.healthz, result.page):
+    for figure in (result.count, result.healthz, result.page, result.page_signed):
         assert figure["tool"] == "python"
         assert figure["rate"] > 0
         assert set(figure["statuses"]) == {"200"}
     assert result.insert_rows_per_s > 0
+    assert result.signed == 400  # the floor's rows are the validated signers of a public page
 
     report = bench_web.render([result], seconds=2, workers=1)
     assert "## Web service" in report
     assert "60 / 60 / 60 / 60 (lost 0)" in report
+    assert "statement page, 400 validated signers" in report
