@@ -53,7 +53,7 @@ from consentry.statements.devsmtp import DevSMTPServer
 from consentry.statements.outbox import OutboxWorker
 from consentry.store.database import Database
 from consentry.web.batcher import BatcherClosedError, GroupCommitBatcher
-from consentry.web.counts import CountCache, CountJob
+from consentry.web.counts import CountCache, CountJob, CountJsonFastPath
 from consentry.web.middleware import RequestMiddleware
 from consentry.web.ratelimit import SlidingWindowLimiter
 from consentry.web.security import (
@@ -313,6 +313,10 @@ def create_app(
     )
     app.state.web = web
     _install_error_handlers(app)
+    # Added first, so it runs inside RequestMiddleware (logged, with the security headers).
+    app.add_middleware(
+        CountJsonFastPath, cache=web.counts, max_age=max(1, int(settings.count_interval))
+    )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_form_bytes, dev=settings.dev)
     # Routes are imported here so that importing this module stays cheap for the CLI.
     from consentry.web.routes import admin, api, public
