@@ -240,6 +240,7 @@ def test_tokens_are_stored_only_as_their_sha256(
         ({"occupation": "y" * 201}, "occupation"),
         ({"country": "z" * 101}, "country"),
         ({"ip": "not-an-ip"}, "ip"),
+        ({"ip": "fe80::1%" + "x" * 80}, "ip"),
         ({"slug": "no-such-statement"}, "statement"),
     ],
 )
@@ -374,6 +375,7 @@ def test_the_unique_index_refuses_a_second_live_signature(
         ({"honeypot": "http://spam.example"}, "honeypot"),
         ({"form_age_seconds": 1.5}, "too-fast"),
         ({"form_age_seconds": -5.0}, "too-fast"),
+        ({"form_age_seconds": float("nan")}, "too-fast"),
     ],
 )
 def test_bots_are_stored_as_fraudulent_without_e_mail(

@@ -20,7 +20,7 @@ import ipaddress
 import json
 import re
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -125,6 +125,7 @@ class _Pending:
     index: int
     request: SignRequest
     email: CanonicalEmail
+    ip: str
     ip_key: str
     name: str
     occupation: str | None
@@ -289,17 +290,21 @@ class StatementService:
         fields = {
             field: _clean_text(getattr(request, field), field, errors) for field in OPTIONAL_FIELDS
         }
-        key = ""
+        key = address = ""
         try:
             key = ip_key(request.ip)
+            address = str(ipaddress.ip_address(request.ip.strip()))
         except ValueError:
             errors["ip"] = "not an IP address"
+        if len(address) > 64:  # an IPv6 zone id can be arbitrarily long; the column is not
+            errors["ip"] = "not a usable IP address"
         if errors or email is None or name is None:
             return None, errors
         pending = _Pending(
             index=index,
             request=request,
             email=email,
+            ip=address,
             ip_key=key,
             name=name,
             occupation=fields["occupation"],
@@ -431,7 +436,7 @@ class StatementService:
                         "occupation": p.occupation,
                         "country": p.country,
                         "organisation": p.organisation,
-                        "ip": request.ip.strip(),
+                        "ip": p.ip,
                         "ip_key": p.ip_key,
                         "user_agent": (request.user_agent or "")[:500],
                         "language": self._language(row, request.language),
@@ -483,9 +488,10 @@ class StatementService:
     ) -> str | None:
         if p.request.honeypot:
             return "honeypot"
-        if p.request.form_age_seconds < self.settings.min_fill_seconds:
+        # Written as "not >=" so that a NaN age counts as too fast, not as patient.
+        if not p.request.form_age_seconds >= self.settings.min_fill_seconds:
             return "too-fast"
-        if any(_in_network(p.request.ip.strip(), network) for network in blocked_ips):
+        if any(_in_network(p.ip, network) for network in blocked_ips):
             return "blocked-ip"
         if blocked_domains:
             labels = p.email.domain.split(".")
@@ -713,42 +719,42 @@ class StatementService:
             session.execute(
                 select(StatementRow.id).order_by(StatementRow.id).with_for_update()
             ).all()
-            gained = {sid: int(n) for sid, n in session.execute(gained_q)}
-            lost = {sid: int(n) for sid, n in session.execute(lost_q)}
-            total = 0
-            for statement_id in sorted(set(gained) | set(lost)):
-                delta = gained.get(statement_id, 0) - lost.get(statement_id, 0)
-                session.execute(
+            # The marks are flipped by UPDATE ... RETURNING, so the delta is exactly the rows
+            # flipped, even if a confirmation commits meanwhile (PostgreSQL, READ COMMITTED).
+            gained = Counter(
+                session.scalars(
                     update(SignatureRow)
-                    .where(
-                        SignatureRow.statement_id == statement_id,
-                        SignatureRow.state == "validated",
-                        SignatureRow.counted.is_(False),
-                    )
+                    .where(SignatureRow.state == "validated", SignatureRow.counted.is_(False))
                     .values(counted=True)
+                    .returning(SignatureRow.statement_id)
                     .execution_options(synchronize_session=False)
                 )
-                session.execute(
+            )
+            lost = Counter(
+                session.scalars(
                     update(SignatureRow)
                     .where(
-                        SignatureRow.statement_id == statement_id,
                         SignatureRow.state.in_(("pending", "invalidated", "fraudulent")),
                         SignatureRow.counted.is_(True),
                     )
                     .values(counted=False)
+                    .returning(SignatureRow.statement_id)
                     .execution_options(synchronize_session=False)
                 )
+            )
+            for statement_id in sorted(set(gained) | set(lost)):
                 session.execute(
                     update(StatementRow)
                     .where(StatementRow.id == statement_id)
                     .values(
-                        signature_count=StatementRow.signature_count + delta,
+                        signature_count=StatementRow.signature_count
+                        + gained[statement_id]
+                        - lost[statement_id],
                         count_updated_at=now,
                     )
                     .execution_options(synchronize_session=False)
                 )
-                total += gained.get(statement_id, 0) + lost.get(statement_id, 0)
-            return total
+            return sum(gained.values()) + sum(lost.values())
 
     def recount(self, slug: str, *, by: str = "system") -> tuple[int, int]:
         """Recompute a statement's count from its signatures: (count before, count after)."""
