@@ -20,8 +20,10 @@ For each backend, in the same run:
    signature rows into the same database.
 
 The server's access log (one JSON line per request, as in production) goes to a file.
-``CONSENTRY_BENCH_WEB_RATES`` (e.g. ``330,500``) and ``CONSENTRY_BENCH_WEB_WORKERS`` override
-the rates tried and the server's worker processes.
+``CONSENTRY_BENCH_WEB_RATES`` (e.g. ``330,500``), ``CONSENTRY_BENCH_WEB_WORKERS`` and
+``CONSENTRY_BENCH_WEB_BACKENDS`` (``sqlite,postgres``) override the rates tried, the server's
+worker processes and the backends; ``CONSENTRY_BENCH_WEB_PROFILE=1`` samples the server with
+py-spy during each measurement (collapsed stacks in bench/results/profile-*.txt).
 """
 
 from __future__ import annotations
@@ -709,38 +711,29 @@ def run(quick: bool) -> str:
     get_seconds = 5.0 if quick else 15.0
     rates = _rates(quick)
     workers = int(os.environ.get("CONSENTRY_BENCH_WEB_WORKERS", "1"))
+    backends = os.environ.get("CONSENTRY_BENCH_WEB_BACKENDS", "sqlite,postgres").split(",")
     results: list[BackendResult] = []
     with tempfile.TemporaryDirectory(prefix="consentry-bench-web-") as tmp:
         root = Path(tmp)
-        sqlite_dir = root / "sqlite"
-        sqlite_dir.mkdir()
-        results.append(
-            measure_backend(
-                "SQLite",
-                sqlite_dir,
-                database_url=None,
-                seconds=seconds,
-                rates=rates,
-                get_seconds=get_seconds,
-                workers=workers,
-            )
-        )
-        admin_url, how = _postgres_admin_url()
-        if admin_url is None:
-            results.append(BackendResult("PostgreSQL", note=f"Skipped: {how.strip()}"))
-        else:
-            pg_dir = root / "postgres"
-            pg_dir.mkdir()
-            with _pg_database(admin_url) as url:
-                res = measure_backend(
-                    "PostgreSQL",
-                    pg_dir,
-                    database_url=url,
-                    seconds=seconds,
-                    rates=rates,
-                    get_seconds=get_seconds,
-                    workers=workers,
-                )
-                res.note = f"Server from {how}, a fresh database for the run."
-                results.append(res)
+        common: dict[str, Any] = {
+            "seconds": seconds,
+            "rates": rates,
+            "get_seconds": get_seconds,
+            "workers": workers,
+        }
+        if "sqlite" in backends:
+            (root / "sqlite").mkdir()
+            results.append(measure_backend("SQLite", root / "sqlite", database_url=None, **common))
+        if "postgres" in backends:
+            admin_url, how = _postgres_admin_url()
+            if admin_url is None:
+                results.append(BackendResult("PostgreSQL", note=f"Skipped: {how.strip()}"))
+            else:
+                (root / "postgres").mkdir()
+                with _pg_database(admin_url) as url:
+                    res = measure_backend(
+                        "PostgreSQL", root / "postgres", database_url=url, **common
+                    )
+                    res.note = f"Server from {how}, a fresh database for the run."
+                    results.append(res)
     return render(results, seconds=seconds, workers=workers)
