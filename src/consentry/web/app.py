@@ -110,6 +110,8 @@ class WebState:
     batch_size: int = 200
     batch_wait: float = 0.005
     jobs: list[Any] = field(default_factory=list)
+    # Pages that are identical for every visitor, by (slug, title): the thank-you page.
+    page_cache: dict[tuple[str, str], bytes] = field(default_factory=dict)
     _batcher: GroupCommitBatcher[SignRequest, SignResult] | None = None
 
     @property

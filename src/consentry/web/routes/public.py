@@ -11,7 +11,7 @@ import html
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from consentry.errors import NotFoundError
@@ -141,9 +141,19 @@ async def sign(slug: str, request: Request, web: Web) -> Response:
         return await run_in_threadpool(
             _statement_page, web, request, view, values=values, errors=result.errors, status=400
         )
-    return web.templates.render(
-        "thanks.html", s=view, ttl_hours=int(web.settings.confirm_ttl.total_seconds() // 3600)
-    )
+    return HTMLResponse(_thanks(web, view))
+
+
+def _thanks(web: Web, view: StatementView) -> bytes:
+    """The thank-you page, rendered once per statement title: it is the same for everyone
+    (that is the point), so the busiest POST of the service need not render it each time."""
+    key = (view.slug, view.title)
+    page = web.page_cache.get(key)
+    if page is None:
+        ttl_hours = int(web.settings.confirm_ttl.total_seconds() // 3600)
+        html = web.templates.env.get_template("thanks.html").render(s=view, ttl_hours=ttl_hours)
+        page = web.page_cache[key] = html.encode()
+    return page
 
 
 @router.get("/statements/{slug}/widget")
