@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import IO, Any, Literal, cast
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -95,6 +95,8 @@ _NOTICE_QUIET = timedelta(minutes=15)
 # which then sees the other writer's row.
 _SIGN_ATTEMPTS = 3
 _CHUNK = 500
+_TOKENS = cast(Table, SignatureTokenRow.__table__)
+_OUTBOX = cast(Table, OutboxRow.__table__)
 _KIND_ORDER = case(
     (SignatureRow.kind == "notable", 0), (SignatureRow.kind == "organisation", 1), else_=2
 )
@@ -453,18 +455,29 @@ class StatementService:
                 else:
                     results[p.index] = SignResult(SignOutcome.SUPPRESSED)
 
-        ids: list[int] = []
+        pending_ids: dict[tuple[int, str | None], int] = {}
         if signature_rows:
-            ids = list(
-                session.scalars(
-                    insert(SignatureRow).returning(SignatureRow.id, sort_by_parameter_order=True),
-                    signature_rows,
-                )
+            # Unordered RETURNING keeps this one multi-row INSERT (insertmanyvalues) on SQLite
+            # too; pending rows are told apart by (statement, canonical e-mail), unique in a
+            # batch by the duplicate check above.
+            returned = session.execute(
+                insert(SignatureRow).returning(
+                    SignatureRow.id,
+                    SignatureRow.statement_id,
+                    SignatureRow.email_canonical,
+                    SignatureRow.state,
+                ),
+                signature_rows,
             )
+            for sig_id, statement_id, canonical, state in returned:
+                if state == SignatureState.PENDING.value:
+                    pending_ids[(statement_id, canonical)] = sig_id
         tokens: list[dict[str, Any]] = []
         outbox: list[dict[str, Any]] = []
         for position in accepted:
-            self._queue(ids[position], "confirm", now, tokens, outbox, confirm=True)
+            values = signature_rows[position]
+            sig_id = pending_ids[(values["statement_id"], values["email_canonical"])]
+            self._queue(sig_id, "confirm", now, tokens, outbox, confirm=True)
         for sig_id, state in notices:
             self._queue(sig_id, "already_signed", now, tokens, outbox, confirm=state == "pending")
         if notices:
@@ -473,10 +486,13 @@ class StatementService:
                 .where(SignatureRow.id.in_([sig_id for sig_id, _ in notices]))
                 .values(notice_at=now)
             )
+        # Core INSERTs on the tables: one executemany each. (The ORM's bulk insert splits a
+        # list whenever a row has None where its neighbour has a value, and confirm and
+        # withdraw tokens alternate: it ran one INSERT per token.)
         if tokens:
-            session.execute(insert(SignatureTokenRow), tokens)
+            session.execute(insert(_TOKENS), tokens)
         if outbox:
-            session.execute(insert(OutboxRow), outbox)
+            session.execute(insert(_OUTBOX), outbox)
         return results
 
     def _fraud_reason(
@@ -636,8 +652,8 @@ class StatementService:
             tokens: list[dict[str, Any]] = []
             outbox: list[dict[str, Any]] = []
             self._queue(sig.id, "confirmed", now, tokens, outbox, confirm=False)
-            session.execute(insert(SignatureTokenRow), tokens)
-            session.execute(insert(OutboxRow), outbox)
+            session.execute(insert(_TOKENS), tokens)
+            session.execute(insert(_OUTBOX), outbox)
             return replace(
                 self._info(sig, statement), state=SignatureState.VALIDATED, ordinal=ordinal
             )
