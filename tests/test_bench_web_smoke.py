@@ -45,9 +45,10 @@ def test_bench_web_harness_measures_and_loses_nothing(
     # ... and every accepted one is a pending row with its outbox row and delivered e-mail.
     assert run.states == {"pending": 60}
     assert (run.in_db, run.with_outbox, run.delivered, run.lost) == (60, 60, 60, 0)
+    # Timings are the benchmark's business, not a test's (they depend on the machine's load):
+    # only check that they were measured.
     assert run.drain_s >= 0
-    assert run.load["p95_ms"] > 0
-    assert run.meets()
+    assert 0 < run.load["p50_ms"] <= run.load["p95_ms"] <= run.load["p99_ms"]
     for figure in (result.count, result.healthz, result.page, result.page_signed):
         assert figure["tool"] == "python"
         assert figure["rate"] > 0
