@@ -130,7 +130,7 @@ def test_sign_read_the_mail_confirm_and_get_thanked(
     assert worker.run_once() == 0
 
 
-def test_one_connection_sends_a_batch(
+def test_batches_go_over_a_few_parallel_connections(
     db: Database, settings: Settings, clock: Clock, tmp_path: Path
 ) -> None:
     handler = Scripted()

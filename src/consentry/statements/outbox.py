@@ -8,7 +8,7 @@ and sends it later. Delivery is at least once:
    attempt one lease ahead, so a worker that dies mid-send leaves the row due again after
    the lease (PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets several workers share the queue).
 2. *Render* each message (links derived from the nonces with the server secret) and send
-   the batch over one SMTP connection.
+   the batch over a few SMTP connections in parallel (``connections``, default 4).
 3. *Record* each outcome: ``sent``; a permanent refusal (5xx for the recipient or the data)
    ``bounced``; anything else (no connection, 4xx, a dropped connection) is retried with
    exponential backoff until ``max_attempts``, then ``failed``. The nonces are erased once
@@ -22,6 +22,7 @@ import smtplib
 import ssl
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -68,6 +69,7 @@ class OutboxWorker:
         backoff_cap: float = 6 * 3600.0,
         lease: float = 300.0,
         timeout: float = 30.0,
+        connections: int = 4,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -77,6 +79,7 @@ class OutboxWorker:
         self.backoff_cap = backoff_cap
         self.lease = lease
         self.timeout = timeout
+        self.connections = max(1, connections)
         self.smtp = settings.smtp  # parsed once: a bad URL fails here, not per message
 
     def backoff(self, attempts: int) -> timedelta:
@@ -87,7 +90,7 @@ class OutboxWorker:
     # -- one round ---------------------------------------------------------------------------
 
     def run_once(self, limit: int = 100) -> int:
-        """Send up to ``limit`` due messages over one connection; returns how many were sent."""
+        """Send up to ``limit`` due messages; returns how many were sent."""
         now = self.clock()
         claimed = self._claim(limit, now)
         if not claimed:
@@ -195,6 +198,24 @@ class OutboxWorker:
         return client
 
     def _send(self, messages: Sequence[tuple[int, str, EmailMessage]]) -> dict[int, SendOutcome]:
+        """Send over up to ``connections`` SMTP connections at once.
+
+        A message costs several round trips (MAIL, RCPT, DATA), mostly spent waiting for the
+        server; a few connections in parallel keep the worker busy instead of idle.
+        """
+        parts = min(self.connections, len(messages))
+        if parts <= 1:
+            return self._send_connection(messages)
+        chunks = [messages[i::parts] for i in range(parts)]
+        outcomes: dict[int, SendOutcome] = {}
+        with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="consentry-smtp") as pool:
+            for part in pool.map(self._send_connection, chunks):
+                outcomes.update(part)
+        return outcomes
+
+    def _send_connection(
+        self, messages: Sequence[tuple[int, str, EmailMessage]]
+    ) -> dict[int, SendOutcome]:
         outcomes: dict[int, SendOutcome] = {}
         if not messages:
             return outcomes
@@ -242,22 +263,29 @@ class OutboxWorker:
 
     def _record(self, outcomes: dict[int, SendOutcome], attempts: dict[int, int]) -> None:
         now = self.clock()
+        forget: dict[str, object] = {"confirm_nonce": None, "withdraw_nonce": None}
         with self.db.write(log=False) as session:
+            sent = [row_id for row_id, o in outcomes.items() if o.result == "sent"]
+            for chunk in (sent[i : i + 500] for i in range(0, len(sent), 500)):
+                session.execute(  # the common case: one statement for the whole batch
+                    update(OutboxRow)
+                    .where(OutboxRow.id.in_(chunk))
+                    .values(state="sent", sent_at=now, last_error=None, **forget)
+                    .execution_options(synchronize_session=False)
+                )
             for row_id, outcome in outcomes.items():
                 values: dict[str, object]
                 if outcome.result == "sent":
-                    values = {"state": "sent", "sent_at": now, "last_error": None}
-                elif outcome.result in ("bounced", "cancelled"):
-                    values = {"state": outcome.result, "last_error": outcome.error}
+                    continue
+                if outcome.result in ("bounced", "cancelled"):
+                    values = {"state": outcome.result, "last_error": outcome.error} | forget
                 elif attempts[row_id] >= self.max_attempts:
-                    values = {"state": "failed", "last_error": outcome.error}
+                    values = {"state": "failed", "last_error": outcome.error} | forget
                 else:
                     values = {
                         "next_attempt_at": now + self.backoff(attempts[row_id]),
                         "last_error": outcome.error,
                     }
-                if "state" in values:
-                    values |= {"confirm_nonce": None, "withdraw_nonce": None}
                 session.execute(
                     update(OutboxRow)
                     .where(OutboxRow.id == row_id)
