@@ -368,6 +368,8 @@ def test_count_json_is_served_from_memory_with_cache_headers(
     assert response.headers["cache-control"] == "public, max-age=1"
     assert response.headers["access-control-allow-origin"] == "*"
     etag = response.headers["etag"]
+    head = client.head("/statements/letter/count.json")
+    assert (head.status_code, head.content, head.headers["etag"]) == (200, b"", etag)
     again = client.get("/statements/letter/count.json", headers={"if-none-match": etag})
     assert again.status_code == 304
     assert again.headers["etag"] == etag

@@ -1,5 +1,5 @@
 """``consentry serve`` as a user runs it: refusals with one clear line, and a real server
-process (two uvicorn workers) that signs, sends the e-mail and stops cleanly on Ctrl-C."""
+process (one and two uvicorn workers) that signs, sends the e-mail and stops on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ def _wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 60) ->
 
 
 @pytest.mark.slow
-def test_a_real_server_with_two_workers_signs_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_real_server_signs_mails_and_stops_cleanly(tmp_path: Path, workers: int) -> None:
     port, smtp_port = free_port(), free_port()
     registry = Settings.load(env={"CONSENTRY_HOME": str(tmp_path / "home")})
     settings: ServerSettings = server_settings(registry, smtp_port)
@@ -101,7 +102,16 @@ def test_a_real_server_with_two_workers_signs_and_stops_cleanly(tmp_path: Path) 
         "CONSENTRY_MIN_FILL_SECONDS": "0.2",
         "CONSENTRY_COUNT_INTERVAL": "0.5",
     }
-    command = [CONSENTRY, "serve", "--dev", "--port", str(port), "--workers", "2", "--json"]
+    command = [
+        CONSENTRY,
+        "serve",
+        "--dev",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--json",
+    ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -109,7 +119,7 @@ def test_a_real_server_with_two_workers_signs_and_stops_cleanly(tmp_path: Path) 
         assert process.stdout is not None
         info = json.loads(process.stdout.readline())
         assert info["url"] == base
-        assert info["workers"] == 2
+        assert info["workers"] == workers
 
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
         with opener.open(f"{base}/statements/letter") as response:
@@ -123,7 +133,7 @@ def test_a_real_server_with_two_workers_signs_and_stops_cleanly(tmp_path: Path) 
         with opener.open(f"{base}/statements/letter/sign", data=form) as response:
             assert "check your e-mail" in response.read().decode()
 
-        # The dev SMTP server runs once, in the parent, and the outbox worker sends to it.
+        # The dev SMTP server runs once, and the outbox worker (a child process) sends to it.
         maildir = registry.home / "dev-mail"
         deadline = time.monotonic() + 30
         while not (maildir / "new").is_dir() or not any((maildir / "new").iterdir()):

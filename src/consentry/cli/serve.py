@@ -1,8 +1,9 @@
 """``consentry serve``: the web service (statements, signing, admin pages, JSON API).
 
-With ``--workers N`` (N > 1) uvicorn runs N worker processes; the e-mail outbox worker and the
-``--dev`` SMTP server then run once, here in the parent, instead of once per worker (two
-senders would race for the same messages; two dev servers for one port).
+With ``--workers N`` uvicorn runs N worker processes. The e-mail outbox worker (a child
+process, see :mod:`consentry.web.mailer`) and the ``--dev`` SMTP server run once, started here,
+not once per worker (two senders would race for the same messages; two dev servers for one
+port).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import threading
 from collections.abc import Iterator
 
 import click
@@ -33,12 +33,11 @@ def _loopback(host: str) -> bool:
 
 
 @contextlib.contextmanager
-def _parent_background(settings: ServerSettings) -> Iterator[None]:
-    """The outbox worker (and dev SMTP server) of a multi-worker deployment."""
+def _background(settings: ServerSettings) -> Iterator[None]:
+    """The one-per-deployment jobs: the outbox worker (a child process) and the dev SMTP server."""
     from consentry.statements.devsmtp import DevSMTPServer
-    from consentry.statements.outbox import OutboxWorker
-    from consentry.store.database import Database
     from consentry.web.app import dev_maildir
+    from consentry.web.mailer import outbox_process
 
     with contextlib.ExitStack() as stack:
         if settings.dev:
@@ -46,18 +45,8 @@ def _parent_background(settings: ServerSettings) -> Iterator[None]:
             stack.enter_context(
                 DevSMTPServer(host=smtp.host, port=smtp.port, maildir=dev_maildir(settings))
             )
-        db = stack.enter_context(Database(settings.registry))
-        stop = threading.Event()
-        worker = OutboxWorker(db, settings)
-        thread = threading.Thread(
-            target=worker.run_forever, args=(stop,), name="outbox-worker", daemon=True
-        )
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=30)
+        stack.enter_context(outbox_process(settings))
+        yield
 
 
 @click.command()
@@ -126,12 +115,14 @@ def serve(app: AppContext, host: str, port: int, dev: bool, workers: int, as_jso
         "timeout_graceful_shutdown": 10,
     }
     if workers == 1:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        with _background(settings):
+            application = create_app(settings, outbox=False, dev_smtp=False)
+            uvicorn.run(application, **common)  # type: ignore[arg-type]
         return
     os.environ["CONSENTRY_HOME"] = str(app.settings.home)
     os.environ["CONSENTRY_SERVE_DEV"] = "1" if dev else "0"
     os.environ["CONSENTRY_SERVE_BACKGROUND"] = "parent"
-    with _parent_background(settings):
+    with _background(settings):
         uvicorn.run(
             "consentry.web.app:app_from_environment",
             factory=True,

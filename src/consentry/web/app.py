@@ -5,11 +5,11 @@ Background work, and where it runs:
 - **Count job** (thread, every ``count_interval`` s): folds new confirmations into the stored
   counts and refreshes the in-memory table ``count.json`` is served from. It runs in every
   worker process because each process serves counts from its own memory.
-- **Outbox worker** (thread): sends queued e-mail over SMTP. A thread rather than a child
-  process: sending is network-bound (smtplib releases the GIL while it waits), it shares the
-  process's settings and database engine, and a ``threading.Event`` stops it cleanly at
-  shutdown. With ``consentry serve --workers N`` the outbox worker runs once, in the parent
-  process, not once per worker (see :mod:`consentry.cli.serve`).
+- **Outbox worker**: sends queued e-mail over SMTP. ``consentry serve`` runs it once per
+  deployment in a child process of its own (:mod:`consentry.web.mailer` says why: rendering
+  and sending cost as much CPU as signing, and a process uses the other core). With
+  ``create_app(outbox=True)`` — tests, embedding — it is a thread of this process, stopped
+  by a ``threading.Event`` at shutdown.
 - **Dev SMTP server** (``--dev`` only): a real local SMTP server (aiosmtpd) that stores every
   message in a maildir inside the home, so signing works end to end without a mail provider.
 - **Group-commit batcher** (thread): the single writer for signature submissions.

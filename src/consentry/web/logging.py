@@ -37,16 +37,19 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Send ``consentry.*`` logs to stderr as JSON (used by ``consentry serve``)."""
+    """Send ``consentry.*`` and ``uvicorn.*`` logs to stderr as JSON (``consentry serve``)."""
     import time
 
     JsonFormatter.converter = time.gmtime
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("consentry")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    # uvicorn's own messages (startup, errors with their traceback's last line) as JSON too;
+    # its access log stays off (``consentry serve``): it would log raw paths with tokens.
+    for name in ("consentry", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 def log_request(
