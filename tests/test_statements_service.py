@@ -921,3 +921,67 @@ def test_a_batch_is_one_transaction_with_bulk_writes(
         assert session.scalar(select(func.count()).select_from(SignatureRow)) == 300
         assert session.scalar(select(func.count()).select_from(OutboxRow)) == 300
         assert session.scalar(select(func.count()).select_from(SignatureTokenRow)) == 600
+
+
+# -- concurrency (several server workers) ---------------------------------------------------------
+
+
+def test_concurrent_confirmations_get_distinct_ordinals_and_exact_counts(
+    service: StatementService, db: Database
+) -> None:
+    """Confirmations race each other and the count job; ordinals stay 1..n, the count exact."""
+    n = 24
+    service.sign_many([request(email=f"c{i}@example.org") for i in range(n)])
+    tokens = [last_mail(db, to=f"c{i}@example.org").confirm for i in range(n)]
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def confirm(chunk: list[str | None]) -> None:
+        try:
+            for token in chunk:
+                assert token is not None
+                service.confirm(token)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def refresh() -> None:
+        try:
+            while not done.is_set():
+                service.refresh_counts()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    confirmers = [threading.Thread(target=confirm, args=(tokens[i::4],)) for i in range(4)]
+    refreshers = [threading.Thread(target=refresh) for _ in range(2)]
+    for t in confirmers + refreshers:
+        t.start()
+    for t in confirmers:
+        t.join()
+    done.set()
+    for t in refreshers:
+        t.join()
+    assert errors == []
+    assert sorted(s.ordinal or 0 for s in signatures(db)) == list(range(1, n + 1))
+    service.refresh_counts()
+    assert service.statement(SLUG).signature_count == n
+    assert service.recount(SLUG) == (n, n)  # no drift to fix
+
+
+def test_signing_does_not_wait_for_the_registry_writers_lock(
+    service: StatementService, db: Database, settings: Settings
+) -> None:
+    """PostgreSQL: statement writes skip the event log's advisory lock (Database.write(log=False)).
+
+    On SQLite every writer holds the one database lock, so there the registry writer must
+    finish first; the signature then goes through.
+    """
+    result: list[SignOutcome] = []
+    signer = threading.Thread(target=lambda: result.append(service.sign(request()).outcome))
+    with db.write() as session:  # a registry write holding the writers' lock
+        session.execute(text("SELECT 1"))
+        signer.start()
+        signer.join(timeout=3 if not settings.is_sqlite else 0.5)
+        finished_while_locked = not signer.is_alive()
+    signer.join(timeout=30)
+    assert result == [SignOutcome.ACCEPTED]
+    assert finished_while_locked is (not settings.is_sqlite)
