@@ -423,3 +423,46 @@ def test_health_and_index(client: TestClient) -> None:
     assert index.status_code == 200
     assert "/statements/letter" in index.text
     assert client.get("/static/site.js").status_code == 200
+
+
+# -- group commit and client addresses ----------------------------------------------------------
+
+
+def test_concurrent_submissions_are_group_committed_and_each_is_durable(
+    client: TestClient, site: ServerSettings
+) -> None:
+    page = client.get("/statements/letter")
+    token = hidden(page.text, "form_token")
+    time.sleep(FILL)
+
+    def post(i: int) -> int:
+        data = {"form_token": token, "name": f"Signer {i}", "email": f"s{i}@example{i % 7}.org"}
+        # Each from its own address (a trusted proxy is not configured: these are ignored).
+        return client.post("/statements/letter/sign", data=data).status_code
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(post, range(48)))
+    assert statuses == [200] * 48
+    # The thank-you page was sent only after the commit: every row is there already.
+    assert len(states(site)) == 48
+    batcher = client.app.state.web.batcher  # type: ignore[attr-defined]
+    assert batcher.batches < 48  # shared commits, not one per submission
+    assert batcher.largest_batch > 1
+
+
+def test_client_addresses_come_from_trusted_proxies_only(
+    sqlite_registry: Settings, smtp: DevSMTPServer
+) -> None:
+    site = server_settings(sqlite_registry, smtp.port, CONSENTRY_TRUSTED_PROXIES="203.0.113.0/24")
+    prepare_registry(site)
+    with client_for(site) as client:  # the test client's peer is 203.0.113.10: a trusted proxy
+        headers = {"x-forwarded-for": "6.6.6.6, 198.51.100.77"}
+        page = client.get("/statements/letter")
+        time.sleep(FILL)
+        data = {"form_token": hidden(page.text, "form_token"), "name": "P", "email": "p@ex.org"}
+        assert client.post("/statements/letter/sign", data=data, headers=headers).status_code == 200
+    with Database(site.registry) as db:
+        (record,) = StatementService(db, site).signatures("letter")
+    assert record.ip == "198.51.100.77"
