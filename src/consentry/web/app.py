@@ -112,6 +112,8 @@ class WebState:
     jobs: list[Any] = field(default_factory=list)
     # Pages that are identical for every visitor, by (slug, title): the thank-you page.
     page_cache: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    # The first page of each statement's signatories, rendered: (expires, html, more pages).
+    fragment_cache: dict[str, tuple[float, Any, bool]] = field(default_factory=dict)
     _batcher: GroupCommitBatcher[SignRequest, SignResult] | None = None
 
     @property

@@ -317,7 +317,9 @@ async def update_statement(slug: str, request: Request, web: Web) -> Response:
             rate_limits=parsed["rate_limits"],
             clear=clear,
         )
-        await run_in_threadpool(web.service.update_statement, slug, changes, by=admin.username)
+        updated = await run_in_threadpool(
+            web.service.update_statement, slug, changes, by=admin.username
+        )
     except InvalidInputError as exc:
         return admin.render(
             "admin/statement_form.html",
@@ -328,6 +330,8 @@ async def update_statement(slug: str, request: Request, web: Web) -> Response:
             optional=_OPTIONAL,
             local=_local,
         )
+    if updated.state != "draft":
+        web.counts.put(updated)  # this process's public pages show the change at once
     return _redirect(f"/admin/statements/{quote(slug)}", "saved")
 
 
@@ -405,6 +409,7 @@ async def vet(signature_id: int, request: Request, web: Web) -> Response:
             note=note,
         )
     )
+    web.fragment_cache.clear()  # the public list shows the change at once
     return _redirect(_back(fields), "vetted")
 
 
@@ -414,6 +419,7 @@ async def unvet(signature_id: int, request: Request, web: Web) -> Response:
     admin.require("vetter")
     fields = await admin.form(request)
     await run_in_threadpool(lambda: web.service.unvet(signature_id, by=admin.username))
+    web.fragment_cache.clear()
     return _redirect(_back(fields), "unvetted")
 
 
@@ -494,6 +500,7 @@ async def invalidate(slug: str, request: Request, web: Web) -> Response:
             states=["pending", "validated"],
         )
     if confirm:
+        web.fragment_cache.clear()
         return _redirect(f"/admin/statements/{quote(slug)}/signatures", "invalidated")
     return admin.render(
         "admin/invalidate.html",
@@ -557,6 +564,7 @@ async def erase(request: Request, web: Web) -> Response:
     if not email:
         raise InvalidInputError("give the e-mail address of the signer to erase")
     await run_in_threadpool(lambda: web.service.erase_signer(email, by=admin.username))
+    web.fragment_cache.clear()
     return _redirect("/admin/blocklist", "erased")
 
 
@@ -579,7 +587,8 @@ async def statement_action(slug: str, action: str, request: Request, web: Web) -
         return web.templates.render(
             "error.html", status=404, heading="Not found", message="No such action."
         )
-    # Refresh this process's public counts now rather than at the next tick.
+    # Refresh this process's public counts and list now rather than at the next tick.
+    web.fragment_cache.clear()
     view = await run_in_threadpool(web.service.statement, slug)
     if view.state != "draft":
         web.counts.put(view)

@@ -8,10 +8,12 @@ rate-limited) all get the same thank-you page, so a bot or a curious person lear
 from __future__ import annotations
 
 import html
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from consentry.errors import NotFoundError
@@ -71,7 +73,7 @@ def _statement_page(
     status: int = 200,
 ) -> Response:
     issued = web.forms.issue("sign:" + view.slug, form_nonce(request))
-    signers = web.service.public_signers(view.slug, limit=PAGE_SIZE + 1, offset=page * PAGE_SIZE)
+    signers_html, more = _signers_fragment(web, view.slug, page)
     values = {"name": "", "email": "", "show_name": "1", **(values or {})}
     errors = errors or {}
     known = {"name", "email", *OPTIONAL_FIELDS}
@@ -79,8 +81,8 @@ def _statement_page(
         "statement.html",
         status=status,
         s=view,
-        signers=signers[:PAGE_SIZE],
-        more=len(signers) > PAGE_SIZE,
+        signers_html=signers_html,
+        more=more,
         page=page,
         form_token=issued.token,
         values=values,
@@ -90,6 +92,34 @@ def _statement_page(
         snippet=widget_snippet(web.settings.base_url, view.slug),
     )
     return _with_form_cookie(web, response, issued.nonce)
+
+
+def _signers_fragment(web: Web, slug: str, page: int) -> tuple[Markup, bool]:
+    """The rendered list of signatories, and whether there are more pages.
+
+    The first page is what almost every visitor sees; it changes only when the count job
+    folds in new confirmations, so it is kept for one count interval instead of being read
+    and rendered for each of the thousands of page views a busy statement gets.
+    """
+    now = time.monotonic()
+    cached = web.fragment_cache.get(slug) if page == 0 else None
+    if cached is not None and cached[0] > now:
+        return cached[1], cached[2]
+    signers = web.service.public_signers(slug, limit=PAGE_SIZE + 1, offset=page * PAGE_SIZE)
+    html = web.templates.env.get_template("_signers.html").render(signers=signers[:PAGE_SIZE])
+    fragment, more = Markup(html), len(signers) > PAGE_SIZE  # noqa: S704 - autoescaped render
+    if page == 0:
+        web.fragment_cache[slug] = (now + web.settings.count_interval, fragment, more)
+    return fragment, more
+
+
+def _published_view(web: Web, slug: str) -> StatementView:
+    """Like :func:`public_statement`, for code already running in a worker thread."""
+    entry = web.counts.get(slug)
+    view = entry.view if entry else web.service.statement(slug)
+    if view.state == StatementState.DRAFT:
+        raise NotFoundError(f"no statement {slug!r}")
+    return view
 
 
 @router.get("/")
@@ -104,10 +134,7 @@ def index(web: Web) -> Response:
 def statement_page(
     slug: str, request: Request, web: Web, page: Annotated[int, Query(ge=0, le=100_000)] = 0
 ) -> Response:
-    view = web.service.statement(slug)
-    if view.state == StatementState.DRAFT:
-        raise NotFoundError(f"no statement {slug!r}")
-    return _statement_page(web, request, view, page=page)
+    return _statement_page(web, request, _published_view(web, slug), page=page)
 
 
 @router.post("/statements/{slug}/sign")
