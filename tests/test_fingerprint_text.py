@@ -422,3 +422,37 @@ def test_decode_minhash_refuses_malformed_values() -> None:
         decode_minhash("AAAA")
     with pytest.raises(UnreadableInputError):
         decode_minhash("???")
+
+
+def test_stop_mask_agrees_with_set_membership_including_shared_prefixes() -> None:
+    rng = np.random.default_rng(11)
+    stop_values = rng.integers(0, 2**64, 300, dtype=np.uint64)
+    # Hashes sharing a stop hash's top 16 bits pass the prefix table and must still be
+    # told apart by the exact search.
+    near = stop_values[:50] ^ np.uint64(1)
+    others = rng.integers(0, 2**64, 5000, dtype=np.uint64)
+    queries = np.concatenate([stop_values[::3], near, others])
+    stop = StopHashes(stop_values)
+    assert stop.mask(queries).tolist() == np.isin(queries, stop_values).tolist()
+    assert not StopHashes().mask(queries).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=60), st.integers(1, 9))
+def test_winnowing_fast_path_equals_the_tie_rule_path(values: list[int], window: int) -> None:
+    # Small value ranges force tied minima (the slow path); distinct values take the fast
+    # path. Both must agree with a direct reading of robust winnowing.
+    hashes = np.array(values, dtype=np.uint64)
+    chosen: list[int] = []
+    width = min(window, len(values))
+    for start in range(len(values) - width + 1):
+        block = values[start : start + width]
+        low = min(block)
+        previous = chosen[-1] if chosen else -1
+        if previous >= start and values[previous] == low:
+            pick = previous
+        else:
+            pick = start + max(i for i, v in enumerate(block) if v == low)
+        if not chosen or chosen[-1] != pick:
+            chosen.append(pick)
+    assert winnow(hashes, window).tolist() == sorted(set(chosen))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.text import (
     MINHASH_KIND,
     WINNOW_KIND,
+    TextFingerprint,
     TextFingerprinter,
+    decode_fingerprint,
     encode_fingerprint,
     fingerprint_text,
 )
@@ -21,8 +24,7 @@ from consentry.index.text import (
     MAX_SEGMENTS,
     TextContainmentIndex,
     TextContainmentIndexFactory,
-    _bloom_build,
-    _bloom_test,
+    seed_mask,
 )
 
 _SYLLABLES = "ka lo mi ne ru sa te vo da pi gre tho an el or us ba fen wil ost".split()
@@ -53,6 +55,11 @@ def prints(text: str) -> list[Fingerprint]:
 
 
 WORKS = {f"W{n}": prose(3000, seed=n) for n in range(1, 6)}
+
+
+def decode_fp(fingerprints: list[Fingerprint]) -> TextFingerprint:
+    (winnowed,) = [p for p in fingerprints if p.kind == WINNOW_KIND]
+    return decode_fingerprint(winnowed.value)
 
 
 def build(**kwargs: object) -> TextContainmentIndex:
@@ -134,7 +141,9 @@ def test_save_load_is_memory_mapped_and_matches_the_same(tmp_path: Path) -> None
     assert loaded.match(query) == before
     assert [m.evidence for m in loaded.match(query)] == [m.evidence for m in before]
     segment = loaded._segments[0]
-    assert isinstance(segment.keys, np.memmap)
+    # Views of the file mappings, not copies.
+    assert isinstance(segment.entries.base, np.memmap)
+    assert isinstance(segment.hash8.base, np.memmap)
     # Incremental: a new work becomes a new segment; old matches are unchanged.
     loaded.add("W9", prints(prose(2000, seed=9)), 9)
     loaded.save(tmp_path / "idx")
@@ -176,13 +185,24 @@ def test_other_kinds_are_ignored_and_kinds_are_declared() -> None:
     assert index.match(prints(prose(200, seed=5))) == []
 
 
-def test_bloom_filter_has_no_false_negatives_and_few_false_positives() -> None:
-    rng = np.random.default_rng(3)
-    keys = rng.integers(0, 1 << 32, 20_000, dtype=np.uint64).astype(np.uint32)
-    bloom = _bloom_build(keys)
-    assert _bloom_test(bloom, keys).all()
-    others = rng.integers(0, 1 << 32, 200_000, dtype=np.uint64).astype(np.uint32)
-    assert _bloom_test(bloom, others).mean() < 0.02
+def test_seeds_are_exactly_what_the_wide_window_would_winnow() -> None:
+    from consentry.fingerprint.text import kgram_hashes, token_hashes, winnow
+
+    text = prose(3000, seed=21)
+    grams = kgram_hashes(token_hashes(text))
+    keys = (grams >> np.uint64(32)).astype(np.uint32)
+    narrow = winnow(keys.astype(np.uint64), 8)
+    wide = winnow(keys.astype(np.uint64), 32)
+    mask = seed_mask(keys[narrow], narrow, len(token_hashes(text)), k=6, window=32)
+    assert set(narrow[mask].tolist()) == set(wide.tolist())
+    assert 0.2 < mask.mean() < 0.35
+
+
+def test_seeds_of_texts_shorter_than_the_window() -> None:
+    keys = np.array([9, 4, 7], dtype=np.uint32)
+    mask = seed_mask(keys, np.array([0, 3, 5]), 12, k=6, window=32)
+    assert mask.tolist() == [False, True, False]
+    assert seed_mask(keys[:1], np.array([0]), 3, k=6, window=32).tolist() == [True]
 
 
 def test_a_fingerprint_with_another_k_is_refused() -> None:
@@ -196,6 +216,128 @@ def test_damaged_index_directory_is_a_clear_error(tmp_path: Path) -> None:
     from consentry.errors import UnreadableInputError
 
     build().save(tmp_path / "idx")
-    (tmp_path / "idx" / "seg-0000" / "keys.npy").write_bytes(b"garbage")
+    (tmp_path / "idx" / "seg-0000" / "entries.npy").write_bytes(b"garbage")
     with pytest.raises(UnreadableInputError, match="damaged"):
         TextContainmentIndex.load(tmp_path / "idx")
+
+
+def _write_version_1(directory: Path, works: dict[str, str]) -> None:
+    """A directory in the layout of the version 1 (single-tier) index, as older Consentry
+    releases wrote it: sorted top-32-bit keys with global word positions per segment."""
+    from consentry.fingerprint.text import decode_fingerprint
+    from consentry.index.text import boilerplate_stop_hashes
+
+    stop = boilerplate_stop_hashes()
+    keys, postings, starts, words = [], [], [], []
+    base = 0
+    for text in works.values():
+        (winnowed,) = [p for p in prints(text) if p.kind == WINNOW_KIND]
+        fingerprint = decode_fingerprint(winnowed.value)
+        keep = ~stop.mask(fingerprint.hashes)
+        keys.append((fingerprint.hashes[keep] >> np.uint64(32)).astype(np.uint32))
+        postings.append(fingerprint.positions[keep] + base)
+        starts.append(base)
+        words.append(fingerprint.word_count)
+        base += fingerprint.word_count + 6
+    all_keys = np.concatenate(keys)
+    all_postings = np.concatenate(postings)
+    order = np.lexsort((all_postings, all_keys))
+    segment = directory / "seg-0000"
+    segment.mkdir(parents=True)
+    np.save(segment / "keys.npy", all_keys[order])
+    np.save(segment / "postings.npy", all_postings[order].astype(np.uint32))
+    np.save(segment / "bloom.npy", np.zeros(1024, dtype=np.uint64))
+    np.save(directory / "work_starts.npy", np.array(starts, dtype=np.int64))
+    np.save(directory / "work_words.npy", np.array(words, dtype=np.int64))
+    (directory / "works.txt").write_text("".join(f"{w}\n" for w in works))
+    meta = {
+        "format": "consentry-text-containment",
+        "version": 1,
+        "watermark": 5,
+        "k": 6,
+        "window": 8,
+        "next_position": base,
+        "min_matched_words": 40,
+        "min_run": 12,
+        "segments": ["seg-0000"],
+        "fingerprints": int(all_keys.size),
+    }
+    (directory / "meta.json").write_text(json.dumps(meta))
+
+
+def test_a_version_1_index_is_converted_exactly_and_rewritten_on_save(tmp_path: Path) -> None:
+    _write_version_1(tmp_path / "old", WORKS)
+    converted = TextContainmentIndexFactory().load(tmp_path / "old")
+    fresh = build()
+    assert (converted.watermark, converted.work_count, len(converted)) == (5, 5, len(fresh))
+    assert converted.seed_count == fresh.seed_count
+    for query in (embed(excerpt("W3", 1000, 200)), embed(excerpt("W1", 10, 60))):
+        assert converted.match(prints(query)) == fresh.match(prints(query))
+    # The next save (after a catch-up) writes the current version.
+    converted.add("W9", prints(prose(600, seed=9)), 9)
+    converted.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "meta.json").read_text())
+    assert meta["version"] == 2
+    assert TextContainmentIndex.load(tmp_path / "old").work_count == 6
+
+
+def test_an_index_from_a_newer_release_is_refused_clearly(tmp_path: Path) -> None:
+    from consentry.errors import UnreadableInputError
+
+    build().save(tmp_path / "idx")
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    meta["version"] = 3
+    (tmp_path / "idx" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UnreadableInputError, match=r"version 3.*newer Consentry"):
+        TextContainmentIndex.load(tmp_path / "idx")
+
+
+def test_the_index_is_a_tenth_of_the_text_it_indexes(tmp_path: Path) -> None:
+    index = build()
+    index.save(tmp_path / "idx")
+    text_bytes = sum(len(t.encode()) for t in WORKS.values())
+    # Small indexes carry fixed costs (tables, headers); real-size figures are in the bench.
+    assert index.disk_bytes(tmp_path / "idx") < 0.2 * text_bytes
+    assert 0.2 < index.seed_count / len(index) < 0.35
+
+
+def test_seed_hits_extend_to_the_whole_passage_and_lone_stream_matches_do_not_count() -> None:
+    index = build()
+    (hit,) = index.match_fingerprint(decode_fp(prints(embed(excerpt("W4", 1500, 400)))))
+    # One passage, measured on verified fingerprints: about the 400 words, not the ~100
+    # around one seed.
+    assert hit.runs[0].words >= 380
+    assert hit.runs[0].work_start >= 1495
+    assert hit.runs[0].work_end <= 1900
+
+
+def test_weak_runs_neither_add_words_nor_pass_for_a_passage() -> None:
+    from consentry.index.text import _chain, _weigh
+
+    def weigh(work: list[int], query: list[int], seed: list[bool]) -> tuple[list[int], int]:
+        runs = _chain(np.array(work), np.array(query), np.array(seed), k=6, gap=14, max_shift=1)
+        counted, longest = _weigh(runs)
+        return [r.words for r in counted], longest
+
+    # A lone stream pair (8 bits) is noise; a lone seed (32 bits) is a shared 6-gram.
+    assert weigh([100], [50], [False]) == ([], 0)
+    assert weigh([100], [50], [True]) == ([6], 0)
+    # A seed extended by one stream pair counts its words but is no 12-word passage...
+    assert weigh([100, 108], [50, 58], [True, False]) == ([14], 0)
+    # ...three aligned pairs are.
+    assert weigh([100, 105, 110], [50, 55, 60], [True, False, False]) == ([16], 16)
+    # Stream pairs on no seed's alignment are chance, however many.
+    assert weigh([100, 105, 110], [50, 55, 60], [False, False, False]) == ([], 0)
+    assert weigh([10, 100, 105, 110], [0, 52, 57, 62], [True, False, False, False]) == ([6], 0)
+    # Pairs off the diagonal by more than one word do not chain.
+    assert weigh([100, 105, 110], [50, 57, 64], [True, False, False]) == ([6], 0)
+    # Runs on one alignment with a typo-damaged stretch between them are one passage; runs
+    # further apart than the bridge are not.
+    assert weigh([100, 105, 150, 155], [50, 55, 100, 105], [True, False, False, False]) == (
+        [61],
+        61,
+    )
+    assert weigh([100, 105, 250, 255], [50, 55, 200, 205], [True, False, True, False]) == (
+        [11, 11],
+        0,
+    )

@@ -228,13 +228,19 @@ def winnow(hashes: _UInt64Array, window: int = DEFAULT_WINDOW) -> _IntArray:
     minima = hashes[:windows].copy()
     for shift in range(1, width):
         np.minimum(minima, hashes[shift : shift + windows], out=minima)
-    if not any(bool(np.any(hashes[gap:] == hashes[:-gap])) for gap in range(1, width)):
-        # No hash repeats within a window (the usual case for 64-bit hashes of prose), so
-        # every window has a unique minimum and no tie rule applies: the selection is simply
-        # every position that is the minimum of some window containing it.
-        chosen = np.zeros(count, dtype=np.bool_)
-        for shift in range(width):
-            chosen[shift : shift + windows] |= hashes[shift : shift + windows] == minima
+    # Fast path: when no window's minimum is tied (the usual case for 64-bit hashes of prose)
+    # no tie rule applies, and the selection is simply every position that is the minimum of
+    # some window containing it. Counting each window's minimal positions in the same pass
+    # tells whether that holds.
+    chosen = np.zeros(count, dtype=np.bool_)
+    tied = np.zeros(windows, dtype=np.bool_)
+    seen = np.zeros(windows, dtype=np.bool_)
+    for shift in range(width):
+        hit = hashes[shift : shift + windows] == minima
+        chosen[shift : shift + windows] |= hit
+        tied |= seen & hit
+        seen |= hit
+    if not tied.any():
         fast: _IntArray = np.flatnonzero(chosen).astype(np.int64)
         return fast
     rightmost = np.full(windows, -1, dtype=np.int64)
@@ -273,6 +279,8 @@ class StopHashes:
 
     hashes: _UInt64Array = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     k: int = DEFAULT_K
+    #: Which values of the top 16 bits occur among the stop hashes (a 64 KB pre-filter).
+    prefixes: npt.NDArray[np.bool_] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # mask() binary-searches: keep the hashes sorted and unique whatever was passed.
@@ -280,6 +288,9 @@ class StopHashes:
         if hashes.size > 1 and not bool(np.all(hashes[1:] > hashes[:-1])):
             hashes = np.unique(hashes)
         object.__setattr__(self, "hashes", hashes)
+        prefixes = np.zeros(1 << 16, dtype=np.bool_)
+        prefixes[(hashes >> _U64(48)).astype(np.intp)] = True
+        object.__setattr__(self, "prefixes", prefixes)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], *, k: int = DEFAULT_K) -> StopHashes:
@@ -300,9 +311,15 @@ class StopHashes:
         """``True`` where ``hashes`` holds a stop hash."""
         if self.hashes.size == 0:
             return np.zeros(hashes.size, dtype=np.bool_)
-        # Binary search in the sorted list: cheaper than np.isin for the usual sizes.
-        at = np.minimum(np.searchsorted(self.hashes, hashes), self.hashes.size - 1)
-        found: npt.NDArray[np.bool_] = self.hashes[at] == hashes
+        # A 65,536-bit table of the stop hashes' top 16 bits rules out nearly every hash with
+        # one lookup; only the few that pass are binary-searched in the sorted list.
+        maybe = self.prefixes[(hashes >> _U64(48)).astype(np.intp)]
+        found = np.zeros(hashes.size, dtype=np.bool_)
+        candidates = np.flatnonzero(maybe)
+        if candidates.size:
+            wanted = hashes[candidates]
+            at = np.minimum(np.searchsorted(self.hashes, wanted), self.hashes.size - 1)
+            found[candidates] = self.hashes[at] == wanted
         return found
 
     def union(self, other: StopHashes) -> StopHashes:
