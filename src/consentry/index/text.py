@@ -836,6 +836,11 @@ class TextContainmentIndex:
         self._segments: list[_Segment] = []
         self._pending_works: list[_WorkPrints] = []
         self._pending: _Segment | None = None
+        #: Format version of the directory this index was loaded from (None: built here).
+        #: A version 1 directory is converted in memory on every load until it is saved
+        #: again; callers that own the directory (a home, not a signed snapshot) should
+        #: save when this is older than :data:`VERSION`.
+        self.loaded_version: int | None = None
 
     # -- protocol --------------------------------------------------------------------------
 
@@ -1092,6 +1097,7 @@ class TextContainmentIndex:
         if len(work_ids) != words.size:
             raise UnreadableInputError(f"text index at {directory} is inconsistent")
         index._watermark = watermark
+        index.loaded_version = VERSION
         index._work_ids = work_ids
         index._work_index = {w: n for n, w in enumerate(work_ids)}
         index._words = [int(w) for w in words]
@@ -1146,6 +1152,7 @@ def _load_version_1(
         local = where[low:high] - starts[number]
         index._add_keys(work_id, keys[low:high], local, int(words[number]))
     index._watermark = watermark
+    index.loaded_version = 1
     index.flush()
     return index
 
