@@ -343,3 +343,22 @@ def test_weak_runs_neither_add_words_nor_pass_for_a_passage() -> None:
         [11, 11],
         0,
     )
+
+
+def test_seeds_have_keys_in_the_lowest_quarter_and_queries_probe_only_those() -> None:
+    from consentry.index.text import SEED_KEY_LIMIT
+
+    index = build()
+    for work in index._pending_works:
+        assert (work.keys[work.seeds] < SEED_KEY_LIMIT).all()
+        # Window minima are small: the limit drops (almost) none of them.
+        wide = seed_mask(work.keys, work.positions, work.word_count, k=6, window=36)
+        assert work.seeds.sum() >= wide.sum() - 1
+    # A query made only of fingerprints above the limit looks nothing up.
+    query = decode_fp(prints(embed(excerpt("W2", 300, 300))))
+    high = query.hashes >> np.uint64(32) >= SEED_KEY_LIMIT
+    only_high = TextFingerprint(
+        query.hashes[high], query.positions[high], query.word_count, query.k, query.window
+    )
+    assert index.match_fingerprint(only_high) == []
+    assert [h.work_id for h in index.match_fingerprint(query)] == ["W2"]

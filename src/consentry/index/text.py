@@ -100,6 +100,7 @@ __all__ = [
     "MAX_POSTINGS",
     "MAX_SEGMENTS",
     "NEIGHBOURHOOD",
+    "SEED_KEY_LIMIT",
     "SEED_WINDOW",
     "TextContainmentIndex",
     "TextContainmentIndexFactory",
@@ -116,6 +117,11 @@ MAX_POSTINGS = 64
 MAX_EVIDENCE_PASSAGES = 10
 #: Winnowing window (in k-gram positions) that picks the seeds out of a work's fingerprints.
 SEED_WINDOW = 36
+#: Seeds must also have a 32-bit key below this (a quarter of the key space). A window
+#: minimum over 36 positions exceeds it with probability 0.75^36 = 3e-5, so almost no seed is
+#: lost, and a query looks up only its fingerprints below it: a quarter of the lookups, and a
+#: quarter of the chance 32-bit collisions that each cost a verification.
+SEED_KEY_LIMIT = 1 << 30
 #: Stream slots decoded on each side of a seed hit when verifying it (about 140 words).
 NEIGHBOURHOOD = 32
 #: How far (words) a verified pair may sit off the seed's diagonal before the chaining (which
@@ -819,6 +825,7 @@ class TextContainmentIndex:
         k: int = DEFAULT_K,
         window: int = DEFAULT_WINDOW,
         seed_window: int = SEED_WINDOW,
+        seed_key_limit: int = SEED_KEY_LIMIT,
         min_matched_words: int = DEFAULT_MIN_MATCHED_WORDS,
         min_run: int = DEFAULT_MIN_RUN,
         stop: StopHashes | None = None,
@@ -826,6 +833,7 @@ class TextContainmentIndex:
         self._k = k
         self._window = window
         self._seed_window = seed_window
+        self._seed_key_limit = seed_key_limit
         self.min_matched_words = min_matched_words
         self.min_run = min_run
         self._stop = stop if stop is not None else boilerplate_stop_hashes()
@@ -895,6 +903,7 @@ class TextContainmentIndex:
         self._words.append(word_count)
         positions = positions.astype(np.int64)
         seeds = seed_mask(keys, positions, word_count, k=self._k, window=self._seed_window)
+        seeds &= keys < self._seed_key_limit
         self._pending_works.append(_WorkPrints(number, word_count, keys, positions, seeds))
         self._pending = None
 
@@ -923,10 +932,13 @@ class TextContainmentIndex:
         work_pos: list[_IntArray] = []
         query_pos: list[_IntArray] = []
         seeds: list[_BoolArray] = []
+        probe = np.flatnonzero(keys < self._seed_key_limit)  # no seed has a larger key
+        probe_keys = keys[probe]
         for segment in self._all_segments():
-            which, slots = segment.lookup(keys)
+            which, slots = segment.lookup(probe_keys)
             if which.size == 0:
                 continue
+            which = probe[which]
             if view is None:
                 positions = query.positions[keep].astype(np.int64)
                 view = _QueryView.build(keys, positions, query.word_count)
@@ -1044,6 +1056,7 @@ class TextContainmentIndex:
                 "k": self._k,
                 "window": self._window,
                 "seed_window": self._seed_window,
+                "seed_key_limit": self._seed_key_limit,
                 "min_matched_words": self.min_matched_words,
                 "min_run": self.min_run,
                 "segments": names,
@@ -1087,6 +1100,7 @@ class TextContainmentIndex:
                 k=int(meta["k"]),
                 window=int(meta["window"]),
                 seed_window=int(meta["seed_window"]),
+                seed_key_limit=int(meta.get("seed_key_limit", 1 << 32)),
                 min_matched_words=int(meta["min_matched_words"]),
                 min_run=int(meta["min_run"]),
             )
