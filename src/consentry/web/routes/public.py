@@ -185,14 +185,19 @@ def _thanks(web: Web, view: StatementView) -> bytes:
 
 @router.get("/statements/{slug}/widget")
 async def widget(slug: str, web: Web) -> Response:
+    """The embeddable count: loaded by every page that embeds it, so rendered once per count."""
     view = await public_statement(web, slug)
     max_age = max(1, int(web.settings.count_interval))
-    return web.templates.render(
-        "widget.html",
-        s=view,
-        base_url=web.settings.base_url,
-        headers={"cache-control": f"public, max-age={max_age}"},
-    )
+    key = (f"widget:{view.slug}:{view.signature_count}:{view.state}", view.title)
+    page = web.page_cache.get(key)
+    if page is None:
+        stale = [k for k in web.page_cache if k[0].startswith(f"widget:{view.slug}:")]
+        for old_key in stale:  # one rendered widget per statement is kept
+            web.page_cache.pop(old_key, None)
+        template = web.templates.env.get_template("widget.html")
+        page = template.render(s=view, base_url=web.settings.base_url).encode()
+        web.page_cache[key] = page
+    return HTMLResponse(page, headers={"cache-control": f"public, max-age={max_age}"})
 
 
 # -- confirmation and withdrawal ------------------------------------------------------------
