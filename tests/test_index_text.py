@@ -283,6 +283,27 @@ def test_a_version_1_index_is_converted_exactly_and_rewritten_on_save(tmp_path: 
     assert (reloaded.work_count, reloaded.loaded_version) == (6, 2)
 
 
+def test_a_home_upgrades_a_version_1_index_when_it_opens_it(tmp_path: Path) -> None:
+    # A home owns its index folder: the first open rewrites an old format, so later opens do
+    # not pay the conversion again (a signed snapshot, by contrast, is never rewritten).
+    from consentry.config import Settings
+    from consentry.registry.indexes import index_dir, open_indexes
+    from consentry.store.database import Database
+
+    settings = Settings.load(env={"CONSENTRY_HOME": str(tmp_path / "home")})
+    folder = index_dir(settings.home) / "text-containment"
+    _write_version_1(folder, WORKS)
+    with Database(settings) as db:
+        db.migrate()
+        with db.read() as session:
+            (index,) = open_indexes(
+                session, settings.home, factories=[TextContainmentIndexFactory()]
+            )
+    assert json.loads((folder / "meta.json").read_text())["version"] == 2
+    assert TextContainmentIndex.load(folder).loaded_version == 2
+    assert index.work_count == 5
+
+
 def test_an_index_from_a_newer_release_is_refused_clearly(tmp_path: Path) -> None:
     from consentry.errors import UnreadableInputError
 

@@ -850,6 +850,11 @@ class TextContainmentIndex:
         #: save when this is older than :data:`VERSION`.
         self.loaded_version: int | None = None
 
+    @property
+    def outdated(self) -> bool:
+        """Loaded from an older on-disk format; saving it again upgrades the directory."""
+        return self.loaded_version is not None and self.loaded_version < VERSION
+
     # -- protocol --------------------------------------------------------------------------
 
     @property

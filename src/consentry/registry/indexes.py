@@ -71,7 +71,9 @@ def open_indexes(
         if rebuild and folder.exists():
             shutil.rmtree(folder)
         index = factory.load(folder) if folder.exists() else factory.create()
-        if _catch_up(session, index):
+        # An index read from an older on-disk format is converted on every load until it is
+        # written again; a home owns its folder, so upgrade it now (snapshots stay as signed).
+        if _catch_up(session, index) or getattr(index, "outdated", False):
             index.save(folder)
         out.append(index)
     return out
