@@ -334,7 +334,8 @@ def test_security_headers_and_cookie_flags(client: TestClient) -> None:
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
-    assert page.headers["x-request-id"]
+    ids = {client.get("/healthz").headers["x-request-id"] for _ in range(3)}
+    assert len(ids | {page.headers["x-request-id"]}) == 4  # every response its own id
     cookie = page.headers["set-cookie"].lower()
     assert "httponly" in cookie
     assert "samesite=lax" in cookie

@@ -6,9 +6,10 @@ request, which matters for ``count.json`` at thousands of requests per second.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -21,6 +22,16 @@ __all__ = ["BodyTooLarge", "RequestMiddleware"]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _WIDGET = re.compile(r"^/statements/[^/]+/widget$")
+
+# Request ids need to be unique, not secret: a random per-process prefix plus a counter. uuid4()
+# would read os.urandom per request, a system call that releases the GIL, and under load the
+# event loop then waits a whole switch interval for it back behind the writer threads.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 class BodyTooLarge(HTTPException):
@@ -48,7 +59,7 @@ class RequestMiddleware:
                 request_id = candidate if _REQUEST_ID.match(candidate) else ""
             elif name == b"content-length":
                 declared = value
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         extra = self._frameable if _WIDGET.match(scope["path"]) else self._headers
         status = 500
