@@ -319,3 +319,55 @@ def test_a_process_killed_after_signing_loses_no_mail(
     assert worker.run_once() == 20
     received = sorted(m["To"] for m in smtp.messages())
     assert received == sorted(f"crash{i}@example.org" for i in range(20))
+
+
+def test_non_ascii_names_titles_and_addresses(
+    db: Database, settings: Settings, smtp: DevSMTPServer, clock: Clock
+) -> None:
+    server = server_settings(
+        settings,
+        CONSENTRY_SMTP_URL=smtp.url,
+        CONSENTRY_MAIL_FROM="Lettre ouverte — Non <lettre@sign.example>",
+    )
+    service = StatementService(db, server, clock)
+    service.create_statement(
+        StatementSpec(
+            slug=SLUG,
+            title="Pas d\N{RIGHT SINGLE QUOTATION MARK}entraînement sans consentement",
+            text="…",
+        ),
+        by="orla",
+    )
+    service.open_statement(SLUG, by="orla")
+    service.sign_many(
+        [
+            request(email="zoe@example.org", name="Zoë Ångström"),
+            request(email="用户@例子.广告", name="李华"),
+        ]
+    )
+    assert OutboxWorker(db, server, clock=clock).run_once() == 2
+    by_to = {m["To"]: m for m in smtp.messages()}
+    assert set(by_to) == {"zoe@example.org", "用户@例子.广告"}
+    zoe = by_to["zoe@example.org"]
+    title = "Pas d\N{RIGHT SINGLE QUOTATION MARK}entraînement sans consentement"
+    assert zoe["Subject"] == f"Please confirm your signature: {title}"
+    assert zoe["From"] == "Lettre ouverte — Non <lettre@sign.example>"
+    assert "Hello Zoë Ångström," in zoe.get_content()
+    assert "Hello 李华," in by_to["用户@例子.广告"].get_content()
+    assert _link(zoe, "confirm")
+
+
+def test_an_address_the_server_cannot_take_fails_alone(
+    db: Database, settings: Settings, clock: Clock, tmp_path: Path
+) -> None:
+    with DevSMTPServer(maildir=tmp_path / "ascii-only", smtputf8=False) as smtp:
+        server = server_settings(settings, CONSENTRY_SMTP_URL=smtp.url)
+        _service(db, server, clock).sign_many(
+            [request(email="用户@例子.广告"), request(email="plain@example.org")]
+        )
+        worker = OutboxWorker(db, server, clock=clock, connections=1)
+        assert worker.run_once() == 1
+        assert [m["To"] for m in smtp.messages()] == ["plain@example.org"]
+    rows = _rows(db)
+    assert [r.state for r in rows] == ["failed", "sent"]
+    assert "SMTPUTF8" in (rows[0].last_error or "")

@@ -42,6 +42,7 @@ class DevSMTPServer:
         maildir: Path | None = None,
         *,
         handler: Any = None,
+        smtputf8: bool = True,
     ) -> None:
         if maildir is None and handler is None:
             raise ValueError("DevSMTPServer needs a maildir (or a handler of its own)")
@@ -52,7 +53,10 @@ class DevSMTPServer:
             for sub in ("tmp", "new", "cur"):
                 (self.maildir / sub).mkdir(parents=True, exist_ok=True)
         self._handler = handler if handler is not None else Mailbox(self.maildir)  # type: ignore[arg-type]
-        self._controller = _Controller(self._handler, hostname=host, port=port)
+        # SMTPUTF8 on: signers with internationalised addresses get their mail in --dev too.
+        self._controller = _Controller(
+            self._handler, hostname=host, port=port, enable_SMTPUTF8=smtputf8
+        )
         self._started = False
 
     @property

