@@ -15,6 +15,7 @@ from consentry.fingerprint.image import (
     KIND_PDQ,
     KIND_REGION,
     LOCAL_FEATURES,
+    ROTATIONS,
     ImageFingerprinter,
     decode_local_features,
     trim_box,
@@ -37,8 +38,12 @@ def test_is_a_default_fingerprinter_for_images_only() -> None:
 def test_emits_pdq_with_dihedral_variants_region_hashes_and_local_features() -> None:
     out = prints(jpeg(picture(1)))
     assert (KIND_PDQ, "full") in out
-    assert sum(1 for kind, _ in out if kind == KIND_PDQ) == 8
+    # 8 dihedral variants and 4 small rotations.
+    assert sum(1 for kind, _ in out if kind == KIND_PDQ) == 8 + len(ROTATIONS)
     assert {(KIND_REGION, "all"), (KIND_REGION, "all~flip")} <= set(out)
+    turned = {f"rotate{angle:+g}" for angle in ROTATIONS}
+    assert {(KIND_PDQ, f"full~{t}") for t in turned} <= set(out)
+    assert {(KIND_REGION, f"all~{t}") for t in turned} <= set(out)
     assert all(len(v) == 64 for (kind, _), v in out.items() if kind != KIND_LOCAL)
     xy, descriptors = decode_local_features(out[(KIND_LOCAL, "all")])
     assert 20 <= len(descriptors) <= LOCAL_FEATURES
@@ -117,3 +122,19 @@ def test_every_pillow_mode_is_fingerprinted(mode: str) -> None:
 def test_bad_input_raises_a_clear_error(data: bytes, message: str) -> None:
     with pytest.raises(UnreadableInputError, match=message):
         ImageFingerprinter().fingerprint(data, "image")
+
+
+@pytest.mark.parametrize("angle", [3.0, -3.0, 2.0])
+def test_rotation_variant_undoes_a_small_rotation(angle: float) -> None:
+    """A copy turned by a few degrees: its matching ``rotate`` variant is near the work's hash."""
+    work = picture(6, (640, 360))
+    original = prints(jpeg(work))
+    turned = prints(jpeg(work.rotate(angle, Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))))
+    for kind, plain, variant in (
+        (KIND_PDQ, "full", f"full~rotate{angle:+g}"),
+        (KIND_REGION, "all", f"all~rotate{angle:+g}"),
+    ):
+        before = hamming(bytes.fromhex(original[kind, plain]), bytes.fromhex(turned[kind, plain]))
+        after = hamming(bytes.fromhex(original[kind, plain]), bytes.fromhex(turned[kind, variant]))
+        assert after <= 30 < before, (kind, before, after)
+        assert after < before - 10

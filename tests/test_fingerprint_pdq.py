@@ -31,8 +31,11 @@ from consentry.fingerprint.pdq import (
     hamming,
     hash_from_hex,
     hash_to_hex,
+    pdq_dihedral_from_downsample,
+    pdq_downsample,
     pdq_hash,
     pdq_hash_dihedral,
+    pdq_hash_from_downsample,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +156,19 @@ def test_reduced_jpeg_decode_hashes_like_the_full_decode(
     assert full.quality >= CONFORMANCE_QUALITY
     assert hamming(full.hash, fast.hash) <= 8
     assert abs(full.quality - fast.quality) <= 5
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (300, 200)])
+def test_hash_split_at_the_downsample_is_the_same_hash(size: tuple[int, int]) -> None:
+    image = _smooth_noise(*size)
+    down = pdq_downsample(image)
+    assert down is not None
+    assert down.shape == (64, 64)
+    assert pdq_hash_from_downsample(down) == pdq_hash(image)
+    assert pdq_dihedral_from_downsample(down) == pdq_hash_dihedral(image)
+    assert pdq_downsample(image.resize((4, 4))) is None
+    with pytest.raises(InvalidInputError, match="64 x 64"):
+        pdq_hash_from_downsample(down[:32])
 
 
 def test_reference_vectors_include_high_quality_images() -> None:

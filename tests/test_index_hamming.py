@@ -157,3 +157,29 @@ def test_local_stage_runs_only_when_the_global_stage_finds_nothing(
     assert cropped[0].work_id == "W2"
     assert cropped[0].stage == "local"
     assert calls == [1]
+
+
+def test_rotation_variants_match_only_when_nothing_else_does(
+    works: dict[str, list[Fingerprint]],
+) -> None:
+    index = HammingIndex()
+    for row, (work_id, prints) in enumerate(works.items(), 1):
+        index.add(work_id, prints, row)
+    # A copy of W2 turned 3 degrees: the plain whole-picture codes miss it, the variant that
+    # turns it back matches, and the evidence says by how much the item was turned.
+    turned = picture(1).rotate(3.0, Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    prints = query(turned)
+    found = index.match(prints)
+    assert found[0].work_id == "W2"
+    assert found[0].stage == "pdq"
+    assert found[0].evidence["item_rotation_degrees"] in (2.0, 3.0)
+    plain = [f for f in prints if "~rotate+" not in f.region and "~rotate-" not in f.region]
+    assert all(
+        "item_rotation_degrees" not in m.evidence for m in index.match(plain) if m.stage == "pdq"
+    )
+    # An unturned copy matches through its plain codes: the rotated ones are never tried.
+    straight = index.match(query(picture(1), 60))
+    assert straight[0].work_id == "W2"
+    assert "item_rotation_degrees" not in straight[0].evidence
+    # Dihedral variants named "rotate-90" are not small rotations.
+    assert all(m.stage != "pdq" for m in index.match(query(picture(50))))

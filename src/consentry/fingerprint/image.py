@@ -7,6 +7,7 @@ picture. Then:
 
 1. ``pdq``: the conforming PDQ hash of the picture (:mod:`consentry.fingerprint.pdq`) and its
    seven dihedral variants (regions ``full`` and ``full~rotate-90`` ... ``full~flip-minus-1``),
+   plus ``full~rotate-3`` ... ``full~rotate+3``, small rotations as for ``all`` below,
    for interoperability with ThreatExchange and rotated or mirrored copies. From a reduced
    JPEG decode the hash is the full picture's up to the resampling
    (:func:`consentry.fingerprint.pdq.pdq_hash`, ``full_size``): within ThreatExchange's
@@ -18,7 +19,14 @@ picture. Then:
 
    - ``all``: the whole picture, and ``all~flip``, its left-right mirror image;
    - ``trim``: the picture without uniform borders (letterbox bars, padding, the flat canvas
-     of a screenshot), and ``trim~flip``; emitted only when there is a border to trim.
+     of a screenshot), and ``trim~flip``; emitted only when there is a border to trim;
+   - ``all~rotate-3``, ``all~rotate-2``, ``all~rotate+2``, ``all~rotate+3``
+     (:data:`ROTATIONS`): the whole picture turned back by that many degrees, for copies
+     turned slightly (``all~rotate+3`` assumes the item is the work turned 3 degrees
+     counter-clockwise). The corners that turning brings in are filled by repeating the
+     edge pixels, which keeps the hash closer than a black fill (median 6 vs 20 bits from
+     the work's ``all`` hash for 3-degree copies on the benchmark corpus). The index tries
+     them only when the other whole-picture codes match nothing.
 
 3. ``orb1``: up to :data:`LOCAL_FEATURES` ORB keypoints of the working copy (OpenCV), each
    as its position (quarter pixels of the working copy, two little-endian uint16) and its
@@ -52,7 +60,13 @@ from PIL import Image
 
 from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.imageload import load_scaled
-from consentry.fingerprint.pdq import DIHEDRAL_ORDER, PDQ_WORKING_SIZE, pdq_hash_dihedral
+from consentry.fingerprint.pdq import (
+    DIHEDRAL_ORDER,
+    PDQ_WORKING_SIZE,
+    pdq_dihedral_from_downsample,
+    pdq_downsample,
+    pdq_hash_from_downsample,
+)
 
 __all__ = [
     "DRAFT_FRACTION",
@@ -61,6 +75,8 @@ __all__ = [
     "KIND_REGION",
     "LOCAL_FEATURES",
     "MIN_QUALITY",
+    "ROTATIONS",
+    "ROTATION_VARIANT",
     "VARIANT_SEP",
     "WORK_SIDE",
     "ImageFingerprinter",
@@ -90,6 +106,12 @@ LOCAL_FEATURES: Final = 160
 LOCAL_RECORD: Final = 36
 #: Separator between a region's name and its variant (``all~flip``); variants are query-only.
 VARIANT_SEP: Final = "~"
+#: Angles (degrees, counter-clockwise) of the query-only rotated ``all`` hashes: small
+#: rotations move a whole-picture hash by 30-70 bits, beyond the match threshold. Steps of
+#: one degree leave at most half a degree of residual rotation between 1.5 and 3.5 degrees.
+ROTATIONS: Final[tuple[float, ...]] = (-3.0, -2.0, 2.0, 3.0)
+#: Variant name prefix of those hashes (``all~rotate+3``).
+ROTATION_VARIANT: Final = "rotate"
 
 _DOWN: Final = 64
 _DCT: Final = 16
@@ -122,11 +144,18 @@ class ImageFingerprinter:
         scaled = load_scaled(data, fit=PDQ_WORKING_SIZE, min_fraction=DRAFT_FRACTION, grey=True)
         image = scaled.image
         out: list[Fingerprint] = []
-        variants = pdq_hash_dihedral(image, full_size=scaled.full_size)
-        if variants[0].quality >= MIN_QUALITY:
-            for name, result in zip(DIHEDRAL_ORDER, variants, strict=True):
-                region = "full" if name == "original" else f"full{VARIANT_SEP}{name}"
-                out.append(Fingerprint(KIND_PDQ, result.hex, region))
+        down = pdq_downsample(image, full_size=scaled.full_size)
+        if down is not None:
+            variants = pdq_dihedral_from_downsample(down)
+            if variants[0].quality >= MIN_QUALITY:
+                for name, result in zip(DIHEDRAL_ORDER, variants, strict=True):
+                    region = "full" if name == "original" else f"full{VARIANT_SEP}{name}"
+                    out.append(Fingerprint(KIND_PDQ, result.hex, region))
+            for angle, turned in _turned_back(down, scaled.full_size):
+                result = pdq_hash_from_downsample(turned)
+                if result.quality >= MIN_QUALITY:
+                    region = f"full{VARIANT_SEP}{ROTATION_VARIANT}{angle:+g}"
+                    out.append(Fingerprint(KIND_PDQ, result.hex, region))
         grey = _working_grey(image)
         out.extend(Fingerprint(KIND_REGION, value, region) for region, value in region_hashes(grey))
         local = local_features(grey)
@@ -150,6 +179,52 @@ def region_hashes(grey: _F32) -> list[tuple[str, str]]:
         out.append((name, _hex(dct)))
         if mirror:
             out.append((f"{name}{VARIANT_SEP}flip", _hex(_mirror_lr(dct))))
+        if name == "all":
+            out.extend(_rotated_hashes(grey))
+    return out
+
+
+def _rotated_hashes(grey: _F32) -> list[tuple[str, str]]:
+    """The ``all~rotate±k`` variants: the picture turned back by each of :data:`ROTATIONS`."""
+    height, width = grey.shape
+    if height < 8 or width < 8:
+        return []
+    down = (_area_matrix(height) @ grey @ _area_matrix(width).T).astype(np.float64)
+    out: list[tuple[str, str]] = []
+    for angle, turned in _turned_back(down, (width, height)):
+        if _quality(turned) >= MIN_QUALITY:
+            dct: _Floats = _DCT_MATRIX @ turned @ _DCT_MATRIX.T
+            out.append((f"all{VARIANT_SEP}{ROTATION_VARIANT}{angle:+g}", _hex(dct)))
+    return out
+
+
+def _turned_back(down: _Floats, size: tuple[int, int]) -> list[tuple[float, _Floats]]:
+    """A 64 x 64 downsample of a ``size`` picture, turned back by each of :data:`ROTATIONS`.
+
+    The downsample is already low-pass, so turning it is nearly the same as turning the
+    picture and downsampling again, at a tiny fraction of the cost (measured on the
+    benchmark: same recall as turning the decoded picture). The picture is squeezed into
+    64 x 64, so a turn of the picture is ``S R S^-1`` on the downsample (``S`` the squeeze).
+    The corners that turning brings in repeat the edge pixels: closer to the work's hash
+    than a black fill (median 6 vs 20 bits for 3-degree copies on the benchmark corpus).
+    """
+    width, height = size
+    squeeze = np.diag([_DOWN / width, _DOWN / height])
+    centre = np.array([(_DOWN - 1) / 2.0, (_DOWN - 1) / 2.0])
+    out: list[tuple[float, _Floats]] = []
+    for angle in ROTATIONS:
+        # OpenCV's positive angles turn counter-clockwise, as Pillow's do; undo the item's.
+        rotation = cv2.getRotationMatrix2D((0.0, 0.0), -angle, 1.0)[:, :2]
+        linear = squeeze @ rotation @ np.linalg.inv(squeeze)
+        matrix = np.hstack([linear, (centre - linear @ centre)[:, None]])
+        turned = cv2.warpAffine(
+            down,
+            matrix,
+            (_DOWN, _DOWN),
+            flags=cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        out.append((angle, np.asarray(turned, np.float64)))
     return out
 
 

@@ -70,8 +70,11 @@ __all__ = [
     "hamming",
     "hash_from_hex",
     "hash_to_hex",
+    "pdq_dihedral_from_downsample",
+    "pdq_downsample",
     "pdq_hash",
     "pdq_hash_dihedral",
+    "pdq_hash_from_downsample",
 ]
 
 #: Length of a PDQ hash in bytes (256 bits).
@@ -189,6 +192,16 @@ def pdq_hash_dihedral(
     dct, quality = _dct16(image, full_size)
     if dct is None:
         return [PdqResult(bytes(PDQ_HASH_BYTES), 0) for _ in DIHEDRAL_ORDER]
+    return _dihedral(dct, quality)
+
+
+def pdq_dihedral_from_downsample(down64: _FloatArray) -> list[PdqResult]:
+    """:func:`pdq_hash_dihedral` of a 64 x 64 filtered luminance (see :func:`pdq_downsample`)."""
+    down = _checked_downsample(down64)
+    return _dihedral(_DCT_MATRIX @ down @ _DCT_MATRIX.T, _quality(down))
+
+
+def _dihedral(dct: _FloatArray, quality: int) -> list[PdqResult]:
     # Coefficient (i, j) is frequency i + 1 vertically and j + 1 horizontally; mirroring an
     # axis multiplies frequency k by (-1) ** k, i.e. negates even indices.
     sign = np.where(np.arange(_DCT_SIZE) % 2 == 1, 1.0, -1.0)
@@ -231,13 +244,47 @@ def hash_from_hex(text: str) -> bytes:
 # -- pipeline ---------------------------------------------------------------------------------
 
 
+def pdq_downsample(
+    image: Image.Image, *, full_size: tuple[int, int] | None = None
+) -> _FloatArray | None:
+    """PDQ's 64 x 64 filtered luminance of ``image`` (steps 1-3), None if too small to hash.
+
+    With :func:`pdq_hash_from_downsample` this splits :func:`pdq_hash`, so that a caller can
+    transform the small picture (e.g. turn it by a few degrees) and hash it again cheaply.
+    """
+    return _downsample(image, full_size)
+
+
+def pdq_hash_from_downsample(down64: _FloatArray) -> PdqResult:
+    """The PDQ hash and quality of a 64 x 64 filtered luminance (steps 4-6)."""
+    down = _checked_downsample(down64)
+    return PdqResult(_bits(_DCT_MATRIX @ down @ _DCT_MATRIX.T), _quality(down))
+
+
+def _checked_downsample(down64: _FloatArray) -> _FloatArray:
+    if down64.shape != (_DOWNSAMPLE, _DOWNSAMPLE):
+        msg = f"a PDQ downsample is {_DOWNSAMPLE} x {_DOWNSAMPLE}, got {down64.shape}"
+        raise InvalidInputError(msg)
+    result: _FloatArray = down64.astype(np.float64)
+    return result
+
+
 def _dct16(
     image: Image.Image, full_size: tuple[int, int] | None = None
 ) -> tuple[_FloatArray | None, int]:
     """The 16 x 16 DCT block and quality, or ``(None, 0)`` for images too small to hash."""
+    down64 = _downsample(image, full_size)
+    if down64 is None:
+        return None, 0
+    quality = _quality(down64)
+    dct = _DCT_MATRIX @ down64 @ _DCT_MATRIX.T
+    return dct, quality
+
+
+def _downsample(image: Image.Image, full_size: tuple[int, int] | None) -> _FloatArray | None:
     width, height = image.size if full_size is None else full_size
     if width < _MIN_HASHABLE_DIM or height < _MIN_HASHABLE_DIM:
-        return None, 0
+        return None
     if image.mode not in ("RGB", "L"):
         try:
             image = image.convert("RGB")
@@ -257,9 +304,7 @@ def _dct16(
     # The big product in float32 (BLAS sgemm), the 64 x 64 remainder in float64.
     partial = (along_rows @ luma).astype(np.float64)
     down64: _FloatArray = partial @ along_cols.T.astype(np.float64)
-    quality = _quality(down64)
-    dct = _DCT_MATRIX @ down64 @ _DCT_MATRIX.T
-    return dct, quality
+    return down64
 
 
 def _luma(image: Image.Image, out_size: tuple[int, int]) -> _Float32Array:

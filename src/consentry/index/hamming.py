@@ -6,7 +6,8 @@ Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
   ``all`` and ``trim``, see :mod:`consentry.fingerprint.image`). A query's whole-picture
   codes and their mirrored/rotated variants are looked up within :data:`RETRIEVAL_RADIUS`,
   re-ranked by exact distance, and a work matches (stage ``pdq``) when its best distance is
-  at most :data:`GLOBAL_THRESHOLD`.
+  at most :data:`GLOBAL_THRESHOLD`. Only when none does are the query's rotated variants
+  (``all~rotate±k``, small rotations) looked up the same way against the region codes.
 - **local** codes, the ORB descriptors of each registered picture (``orb1``), with their
   positions. The query's descriptors are looked up the same way (radius
   :data:`LOCAL_RADIUS`, skipping overfull chunk buckets); works with at least
@@ -53,6 +54,8 @@ from consentry.fingerprint.image import (
     KIND_LOCAL,
     KIND_PDQ,
     KIND_REGION,
+    ROTATION_VARIANT,
+    ROTATIONS,
     VARIANT_SEP,
     decode_local_features,
 )
@@ -96,6 +99,9 @@ CHUNKS: Final = 16
 CODE_BYTES: Final = 32
 _BUCKETS: Final = 1 << 16
 _PROBES: Final = np.array([0] + [1 << b for b in range(16)], dtype=np.uint32)
+
+# Angles of the small-rotation query variants (``all~rotate+3``), without their sign.
+_SMALL: Final = frozenset(f"{abs(a):g}" for a in ROTATIONS)
 
 # Tags of global entries: which recipe and region a registered code came from.
 _TAG_NAMES: Final = ("pdq", "pdqr-all", "pdqr-trim")
@@ -318,13 +324,35 @@ class HammingIndex:
     ) -> list[tuple[int, WorkMatch]]:
         queries: list[bytes] = []
         families: list[int] = []  # 0: pdq, 1: pdqr
+        rotated: list[tuple[bytes, int, str]] = []
         for fp in fingerprints:
-            if fp.kind == KIND_PDQ:
+            if fp.kind not in (KIND_PDQ, KIND_REGION):
+                continue
+            family = 0 if fp.kind == KIND_PDQ else 1
+            variant = fp.region.partition(VARIANT_SEP)[2]
+            # "rotate-90" etc. are PDQ's dihedral variants, not small rotations.
+            small = variant.removeprefix(ROTATION_VARIANT)
+            if variant.startswith(ROTATION_VARIANT) and small[:1] in "+-" and small[1:] in _SMALL:
+                rotated.append((_code(fp.value), family, small))
+            else:
                 queries.append(_code(fp.value))
-                families.append(0)
-            elif fp.kind == KIND_REGION:
-                queries.append(_code(fp.value))
-                families.append(1)
+                families.append(family)
+        found = self._lookup_global(queries, families, threshold)
+        if found or not rotated:
+            return found
+        # Rotation-compensated codes are extra chances to match, so extra chances of a false
+        # match too: they are tried only for items nothing else matched.
+        return self._lookup_global(
+            [r[0] for r in rotated], [r[1] for r in rotated], threshold, [r[2] for r in rotated]
+        )
+
+    def _lookup_global(
+        self,
+        queries: list[bytes],
+        families: list[int],
+        threshold: int,
+        angles: list[str] | None = None,
+    ) -> list[tuple[int, WorkMatch]]:
         if not queries:
             return []
         codes = np.frombuffer(b"".join(queries), np.uint8).reshape(-1, CODE_BYTES)
@@ -337,7 +365,12 @@ class HammingIndex:
             mine = owner == ordinal
             at = int(np.argmin(np.where(mine, dist, 1 << 20)))
             distance = int(dist[at])
-            evidence = {"distance": distance, "region": _TAG_NAMES[int(tag[at])]}
+            evidence: dict[str, object] = {
+                "distance": distance,
+                "region": _TAG_NAMES[int(tag[at])],
+            }
+            if angles is not None:
+                evidence["item_rotation_degrees"] = float(angles[int(q[at])])
             score = round(1.0 - distance / 128.0, 4)
             work = self._work_ids[int(ordinal)]
             out.append((int(ordinal), WorkMatch(work, score, "pdq", evidence)))
