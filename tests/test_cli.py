@@ -23,6 +23,7 @@ import pytest
 import consentry
 from consentry.cli import cli, main
 from consentry.cli.demo import write_demo_files
+from consentry.cli.lazy import subcommands
 
 CONSOLE = Path(sys.executable).parent / "consentry"
 
@@ -91,8 +92,7 @@ def run(capsys: pytest.CaptureFixture[str]) -> Cli:
 def walk(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     """Every command path, groups included (a group is a command too: it has --help)."""
     yield prefix
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    for name, command in sorted(subcommands(group).items()):
         if isinstance(command, click.Group):
             yield from walk(command, (*prefix, name))
         else:
@@ -100,8 +100,7 @@ def walk(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str
 
 
 def leaves(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    for name, command in sorted(subcommands(group).items()):
         if isinstance(command, click.Group):
             yield from leaves(command, (*prefix, name))
         else:
@@ -112,7 +111,7 @@ def command_at(path: tuple[str, ...]) -> click.Command:
     command: click.Command = cli
     for name in path:
         assert isinstance(command, click.Group)
-        command = command.commands[name]
+        command = subcommands(command)[name]
     return command
 
 

@@ -24,6 +24,7 @@ import click
 
 from consentry.cli import cli
 from consentry.cli.demo import write_demo_files
+from consentry.cli.lazy import subcommands
 from consentry.config import SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,8 +128,7 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    for name, command in sorted(subcommands(group).items()):
         if isinstance(command, click.Group):
             yield from _commands(command, (*prefix, name))
         else:

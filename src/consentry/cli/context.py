@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 
 from consentry.config import Settings
 from consentry.errors import StoreError
-from consentry.store.database import Database
+
+if TYPE_CHECKING:  # imported on use: SQLAlchemy and Alembic cost ~0.2 s to import
+    from consentry.store.database import Database
 
 __all__ = ["AppContext", "pass_app"]
 
@@ -28,6 +31,8 @@ class AppContext:
     def database(self, *, check: bool = True) -> Database:
         """The registry database; refuses an uninitialised or foreign-version schema."""
         if self._db is None:
+            from consentry.store.database import Database
+
             path = self.settings.sqlite_path
             if check and path is not None and not path.exists():
                 raise StoreError(f"no registry at {self.settings.home}; run `consentry init` first")

@@ -14,28 +14,45 @@ from collections.abc import Sequence
 import click
 
 from consentry import __version__
-from consentry.cli.audit import audit, key
-from consentry.cli.checks import check, match, status
 from consentry.cli.context import AppContext, pass_app
-from consentry.cli.demo import demo
-from consentry.cli.disputes import dispute, reserve
-from consentry.cli.gate import gate, snapshot
-from consentry.cli.grants import grant
-from consentry.cli.ledger import ledger, receipt
-from consentry.cli.mail import mail
-from consentry.cli.operators import operator
+from consentry.cli.lazy import LazyGroup
 from consentry.cli.output import Out, json_option
-from consentry.cli.parties import party
-from consentry.cli.serve import serve
-from consentry.cli.statements import statement
-from consentry.cli.works import work
 from consentry.errors import ConsentryError
-from consentry.ledger.log import init_log
 
 __all__ = ["cli", "main"]
 
+# Each command's module is imported only when that command runs (or help lists it): the
+# registry, the gate, the web service and the recognisers pull in SQLAlchemy, Alembic, pyarrow,
+# numpy, OpenCV, FastAPI… and a `consentry gate` should not pay for `consentry serve`'s imports.
+COMMANDS = {
+    "party": "consentry.cli.parties:party",
+    "work": "consentry.cli.works:work",
+    "grant": "consentry.cli.grants:grant",
+    "reserve": "consentry.cli.disputes:reserve",
+    "dispute": "consentry.cli.disputes:dispute",
+    "status": "consentry.cli.checks:status",
+    "check": "consentry.cli.checks:check",
+    "match": "consentry.cli.checks:match",
+    "snapshot": "consentry.cli.gate:snapshot",
+    "gate": "consentry.cli.gate:gate",
+    "demo": "consentry.cli.demo:demo",
+    "ledger": "consentry.cli.ledger:ledger",
+    "receipt": "consentry.cli.ledger:receipt",
+    "audit": "consentry.cli.audit:audit",
+    "key": "consentry.cli.audit:key",
+    # public statements (consentry.statements) and the web service (consentry.web)
+    "statement": "consentry.cli.statements:statement",
+    "operator": "consentry.cli.operators:operator",
+    "mail": "consentry.cli.mail:mail",
+    "serve": "consentry.cli.serve:serve",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=str),
@@ -59,21 +76,14 @@ def cli(ctx: click.Context, home: str | None) -> None:
 @pass_app
 def init(app: AppContext, as_json: bool) -> None:
     """Create the registry (or upgrade its schema) in the home / database URL."""
+    from consentry.ledger.log import init_log
+
     db = app.database(check=False)
     revision = db.migrate()
     log = init_log(db, app.settings)  # the log's origin and the operator key, chosen once
     obj = {"home": str(app.settings.home), "database": db.location, "schema": revision}
     obj |= {"log_origin": log.origin, "operator_vkey": log.operator_vkey}
     Out(as_json).emit(obj, f"registry ready at {db.location} (schema {revision})")
-
-
-for command in (party, work, grant, reserve, dispute, status, check, match, snapshot, gate, demo):
-    cli.add_command(command)
-for command in (ledger, receipt, audit, key):
-    cli.add_command(command)
-for command in (statement, operator, mail):  # public statements (consentry.statements)
-    cli.add_command(command)
-cli.add_command(serve)  # the web service (consentry.web)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
