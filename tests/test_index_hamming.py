@@ -45,6 +45,16 @@ def test_search_equals_brute_force_within_31(radius: int) -> None:
         assert set(owner.tolist()) == brute(codes, query, radius)
         assert (q == 0).all()
         assert (dist <= radius).all()
+        assert len(owner) == len(set(owner.tolist()))  # found through several chunks, once
+    # Many queries at once take the other candidate-gathering path: same answers.
+    batch = codes[0:300:7]
+    q, owner, _, dist = index.search(batch, radius)
+    assert len(batch) * 16 * 17 > 1024
+    for k, query in enumerate(batch):
+        assert set(owner[q == k].tolist()) == brute(codes, query, radius)
+    pairs = list(zip(q.tolist(), owner.tolist(), strict=True))
+    assert len(pairs) == len(set(pairs))
+    assert (dist <= radius).all()
 
 
 def test_is_a_default_index() -> None:
