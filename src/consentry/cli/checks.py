@@ -7,7 +7,7 @@ from datetime import datetime
 import click
 
 from consentry.cli.context import AppContext, pass_app
-from consentry.cli.grants import PURPOSE_CHOICE
+from consentry.cli.options import PURPOSE_CHOICE
 from consentry.cli.output import Out, json_option
 from consentry.cli.progress import progress
 from consentry.domain import parse_purpose

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from consentry.cli.context import AppContext, pass_app
-from consentry.cli.grants import PURPOSE_CHOICE
+from consentry.cli.options import PURPOSE_CHOICE
 from consentry.cli.output import Out, json_option
 from consentry.domain import Dispute, parse_purpose
 from consentry.errors import InvalidInputError

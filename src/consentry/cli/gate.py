@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from consentry.cli.context import AppContext, pass_app
-from consentry.cli.grants import PURPOSE_CHOICE
+from consentry.cli.options import PURPOSE_CHOICE
 from consentry.cli.output import Out, json_option
 from consentry.cli.progress import progress
 from consentry.errors import InvalidInputError

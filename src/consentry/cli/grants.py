@@ -7,8 +7,9 @@ from decimal import Decimal, InvalidOperation
 import click
 
 from consentry.cli.context import AppContext, pass_app
+from consentry.cli.options import PURPOSE_CHOICE
 from consentry.cli.output import Out, json_option
-from consentry.domain import Grant, PaymentKind, Purpose, parse_purpose, parse_verification_level
+from consentry.domain import Grant, PaymentKind, parse_purpose, parse_verification_level
 from consentry.errors import InvalidInputError
 from consentry.registry.ids import parse_id
 from consentry.registry.jsonable import grant_json
@@ -18,9 +19,7 @@ from consentry.registry.service import GrantSpec, RegistryService
 from consentry.registry.timeparse import parse_time
 from consentry.store.tables import GrantRow
 
-__all__ = ["PURPOSE_CHOICE", "grant"]
-
-PURPOSE_CHOICE = click.Choice([p.value for p in Purpose])
+__all__ = ["grant"]
 
 
 def _state(g: Grant) -> str:

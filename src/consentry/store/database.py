@@ -13,12 +13,8 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -26,6 +22,9 @@ from sqlalchemy.orm import Session
 
 from consentry.config import Settings
 from consentry.errors import DatabaseLockedError, SchemaVersionError, StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = ["Database"]
 
@@ -35,6 +34,10 @@ _WRITE_OPTION = "consentry_write"
 
 
 def _alembic_config() -> Config:
+    # Alembic is imported only where the schema is checked or migrated: modules that merely
+    # name the tables (the gate reading a snapshot, the web workers) need not pay ~0.1 s for it.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", "consentry.store:migrations")
     return cfg
@@ -101,6 +104,9 @@ class Database:
 
     def _revisions(self) -> tuple[str | None, str, set[str]]:
         """(current revision in the database, head revision of this code, known revisions)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         script = ScriptDirectory.from_config(_alembic_config())
         known = {rev.revision for rev in script.walk_revisions()}
         head = script.get_current_head()
@@ -130,6 +136,8 @@ class Database:
                     f"SET LOCAL lock_timeout = {self.settings.busy_timeout * 1000}"
                 )
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITER_LOCK})")
+            from alembic import command
+
             cfg = _alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
