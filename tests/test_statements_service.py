@@ -683,6 +683,36 @@ def test_invalidation_conditions_combine(
         count(ip="not-an-ip")
 
 
+def test_every_page_of_the_public_list_is_a_window_of_the_whole_ordered_list(
+    service: StatementService, db: Database
+) -> None:
+    # Pages are read group by group (notables, organisations, then everyone else); any offset
+    # and limit must give exactly the matching slice of the whole list, across group borders.
+    people = [request(email=f"s{i}@example.org", name=f"Signer {i}") for i in range(7)]
+    people += [
+        request(email=f"o{i}@guild.example", name=f"Rep {i}", organisation=f"Guild {i}")
+        for i in range(2)
+    ]
+    service.sign_many(people)
+    for req in people:
+        confirm_by_email(service, db, req.email)
+    ids = {s.email: s.id for s in signatures(db)}
+    for email in ("s5@example.org", "s1@example.org"):
+        service.vet(ids[email], "notable", by="vera", method="known")
+    for i in range(2):
+        service.vet(ids[f"o{i}@guild.example"], "organisation", by="vera", method="letter")
+    whole = [(p.kind, p.ordinal) for p in service.public_signers(SLUG)]
+    kinds = [kind for kind, _ in whole]
+    assert kinds == ["notable"] * 2 + ["organisation"] * 2 + ["person"] * 5
+    for kind in ("notable", "organisation", "person"):
+        ordinals = [o for k, o in whole if k == kind]
+        assert ordinals == sorted(ordinals)
+    for offset in range(len(whole) + 2):
+        for limit in range(len(whole) + 2):
+            page = service.public_signers(SLUG, limit=limit, offset=offset)
+            assert [(p.kind, p.ordinal) for p in page] == whole[offset : offset + limit]
+
+
 def test_vetting_records_who_and_how_and_orders_the_public_list(
     service: StatementService, db: Database
 ) -> None:

