@@ -403,22 +403,28 @@ def _scale(quick: bool, reg: list[tuple[list[Fingerprint], bytes, int]], pos: li
         build = time.perf_counter() - started
         seg = index.main
         memory = sum(getattr(seg, n).nbytes for n in ("codes", "owner", "aux", "order", "offsets"))
-        lat = []
+        # Wall-clock latency counts other jobs' turns on a shared machine; CPU time is what
+        # a query costs. Both are reported.
+        wall, cpu = [], []
         for row in q:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             index.search(row[None, :], 40)
-            lat.append(time.perf_counter() - t)
-        p50, p99 = np.percentile(lat, 50) * 1e3, np.percentile(lat, 99) * 1e3
+            cpu.append(time.process_time() - c)
+            wall.append(time.perf_counter() - t)
+        c50, c99 = np.percentile(cpu, 50) * 1e3, np.percentile(cpu, 99) * 1e3
+        w50, w99 = np.percentile(wall, 50) * 1e3, np.percentile(wall, 99) * 1e3
         rows.append(
-            f"| {size:,} | {build:.1f} | {memory / 2**20:.0f} | {p50:.2f} | {p99:.2f} | {len(q)} |"
+            f"| {size:,} | {build:.1f} | {memory / 2**20:.0f} | {c50:.2f} | {c99:.2f} "
+            f"| {w50:.2f} | {w99:.2f} | {len(q)} |"
         )
         del index, seg, codes
     return "\n".join(
         [
             "### Index scale (random codes plus the corpus's real PDQ codes, radius 40)",
             "",
-            "| codes | build s | memory MiB | query p50 ms | query p99 ms | queries |",
-            "|---|---|---|---|---|---|",
+            "| codes | build s | memory MiB | CPU p50 ms | CPU p99 ms | wall p50 ms "
+            "| wall p99 ms | queries |",
+            "|---|---|---|---|---|---|---|---|",
             *rows,
         ]
     )
