@@ -202,9 +202,10 @@ def _turned_back(down: _Floats, size: tuple[int, int]) -> list[tuple[float, _Flo
     """A 64 x 64 downsample of a ``size`` picture, turned back by each of :data:`ROTATIONS`.
 
     The downsample is already low-pass, so turning it is nearly the same as turning the
-    picture and downsampling again, at a tiny fraction of the cost (measured on the
-    benchmark: same recall as turning the decoded picture). The picture is squeezed into
-    64 x 64, so a turn of the picture is ``S R S^-1`` on the downsample (``S`` the squeeze).
+    picture and downsampling again, at a fraction of the cost (on the benchmark's 200
+    rotated copies: recall 0.980, against 0.990 turning the decoded picture). The picture
+    is squeezed into 64 x 64, so a turn of the picture is ``S R S^-1`` on the downsample
+    (``S`` the squeeze).
     The corners that turning brings in repeat the edge pixels: closer to the work's hash
     than a black fill (median 6 vs 20 bits for 3-degree copies on the benchmark corpus).
     """
