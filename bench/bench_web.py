@@ -659,16 +659,23 @@ def render(results: list[BackendResult], *, seconds: float, workers: int) -> str
         # confirmation e-mail, all in the server process): what one core can sustain at best.
         first = res.runs[0]
         sign_cpu = f"{first.cpu_per_signature_us:,.0f} incl. its e-mail"
-        met = [r.load["achieved_rate"] for r in res.runs if r.meets()]
-        best_text = f"{max(met):,.0f}/s" if met else "none of the rates tried"
-        best = max(met, default=0.0)
+        # Judged on the offered rate: the achieved one includes the tail after the last send.
+        met = [r.load for r in res.runs if r.meets()]
+        top = max(met, key=lambda load: float(load["offered_rate"]), default=None)
+        best = float(top["achieved_rate"]) if top else 0.0
+        best_text = (
+            f"{best:,.0f}/s achieved at {top['offered_rate']:.0f}/s offered"
+            if top
+            else "none of the rates tried"
+        )
+        best_ok = top is not None and float(top["offered_rate"]) >= SIGN_TARGET
         lines += [
             "| figure | rate | p50 | p99 | server CPU (µs/request) | ÷ floor | target |",
             "|---|---|---|---|---|---|---|",
             f"| plain batched INSERT of signature rows (200 per transaction) | {floor:,.0f} "
             "rows/s | | | | 1.00 (floor) | — |",
             f"| signing, highest rate meeting every target | {best_text} | | | {sign_cpu} | "
-            f"{best / floor:.3f} | ≥ 330/s {_mark(best >= SIGN_TARGET)} |",
+            f"{best / floor:.3f} | ≥ 330/s {_mark(best_ok)} |",
         ]
         for name, fig, target in (
             ("`/healthz` (SELECT 1; floor for GETs)", res.healthz, None),
