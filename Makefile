@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	rm -rf .demo
 	$(BIN)/consentry demo --home .demo
-	scripts/demo_serve.sh .demo
+	scripts/demo_serve.sh .demo/registry
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# `make run`, second half: serve the demo registry (built in .demo by `consentry demo`) with one
+# `make run`, second half: serve the demo registry (built in .demo/registry by `consentry demo`) with one
 # open demo statement and a demo operator, on 127.0.0.1 in --dev mode. Ctrl-C stops it.
 #
-# Usage: scripts/demo_serve.sh [HOME] [PORT]   (defaults: .demo 8000; PORT=0 is not supported)
+# Usage: scripts/demo_serve.sh [HOME] [PORT]   (defaults: .demo/registry 8000; PORT=0 is not supported)
 set -euo pipefail
 
-HOME_DIR="${1:-.demo}"
+HOME_DIR="${1:-.demo/registry}"
 PORT="${2:-${CONSENTRY_DEMO_PORT:-8000}}"
 BIN="${CONSENTRY_BIN:-.venv/bin/consentry}"
 BASE="http://127.0.0.1:${PORT}"
