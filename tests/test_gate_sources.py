@@ -424,6 +424,25 @@ def test_jsonl_duplicate_and_empty_keys(tmp_path: Path) -> None:
     ]
 
 
+def test_jsonl_lone_surrogates_in_keys_and_metadata_make_unreadable_items(tmp_path: Path) -> None:
+    # JSON may escape a lone surrogate ("\ud800"); Python decodes it into a str that cannot be
+    # written as UTF-8 (decisions.parquet, the report). Such rows are refused, the run goes on.
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        '{"id": "a\\ud800b", "text": "one"}\n'
+        '{"id": "b", "text": "two", "source": {"site": ["x\\udc00"]}}\n'
+        '{"id": "c", "text": "three", "source": "fine é"}\n',
+        encoding="utf-8",
+    )
+    found = items(open_source(path, columns=ColumnMap(key="id", metadata=("source",))))
+    assert_well_formed(found)
+    assert [(item.key, item.error) for item in found] == [
+        ("row-0", "line 1: key column 'id' is not valid Unicode"),
+        ("b", "line 2: column 'source' is not valid Unicode"),
+        ("c", None),
+    ]
+
+
 def test_jsonl_image_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "red.png").write_bytes(RED)

@@ -332,6 +332,12 @@ def _row_item(
     metadata = {name: row[name] for name in columns.metadata if name in row}
     if columns.url is not None and row.get(columns.url) is not None:
         metadata["url"] = row[columns.url]
+    for name, field in metadata.items():
+        if not _is_unicode_value(field):
+            # Copied into decisions.parquet and the report, which are UTF-8: refuse the row.
+            return Item(
+                key, ordinal, error=f"{where}: column {name!r} is not valid Unicode", record=record
+            )
     value = row.get(columns.content)
     if columns.kind == "text":
         data, error = _text_content(value, columns.content, max_bytes)
@@ -340,6 +346,27 @@ def _row_item(
     if error is not None:
         return Item(key, ordinal, metadata=metadata, error=f"{where}: {error}", record=record)
     return Item(key, ordinal, data, columns.kind, metadata, record=record)
+
+
+def _is_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_unicode_value(value: Any) -> bool:
+    """False when a (possibly nested) JSON value holds a string with a lone surrogate."""
+    if isinstance(value, str):
+        return value.isascii() or _is_unicode(value)
+    if isinstance(value, Mapping):
+        return all(_is_unicode_value(k) and _is_unicode_value(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_is_unicode_value(v) for v in value)
+    return True
 
 
 def _row_key(
@@ -352,6 +379,10 @@ def _row_key(
     if value is None or value == "":
         return guard.unique(default), f"key column {columns.key!r} is empty"
     key = prefix + str(value)
+    if not _is_unicode(key):
+        # JSON allows "\ud800"-style escapes of lone surrogates: such a key cannot be written
+        # to decisions.parquet, the manifest or the subset, so the row gets a positional key.
+        return guard.unique(default), f"key column {columns.key!r} is not valid Unicode"
     if not guard.claim(key):
         return guard.unique(f"{key}@{default}"), f"duplicate key {key!r}"
     return key, None
