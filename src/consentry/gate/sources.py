@@ -574,7 +574,54 @@ class FilesSource(Source):
 # --- JSON Lines -------------------------------------------------------------------------------
 
 
-class JsonlSource(Source):
+class _RowFileSource(Source):
+    """What JSON Lines and CSV share: rows read in file order, each parsed where it is decided.
+
+    Without a key column no key must be checked for uniqueness in order, so the main process
+    only splits the file into raw rows and the workers parse them (:meth:`item_from_raw`).
+    """
+
+    columns: ColumnMap | _Columns
+
+    @abstractmethod
+    def _records(self) -> Iterator[tuple[int, int, Any, str | None]]:
+        """``(ordinal, line number, raw row, None)``, or ``(ordinal, line number, None, why)``."""
+
+    @abstractmethod
+    def _item(self, raw: Any, line: int, ordinal: int, guard: _KeyGuard, load: bool) -> Item:
+        """Parse and key one raw row."""
+
+    def scan(self, *, load_content: bool = True) -> Iterator[Item]:
+        guard = _KeyGuard()
+        for ordinal, line, raw, error in self._records():
+            if raw is None:
+                yield Item(guard.unique(f"row-{ordinal}"), ordinal, error=error)
+            else:
+                yield self._item(raw, line, ordinal, guard, load_content)
+
+    @property
+    def raw_rows(self) -> bool:
+        return self.columns.key is None
+
+    def raw_items(self) -> Iterator[Item | RawRow]:
+        if not self.raw_rows:
+            yield from super().raw_items()
+            return
+        for ordinal, line, raw, error in self._records():
+            if raw is None:
+                # Without a key column no key is ever claimed, so guard.unique is the default.
+                yield Item(f"row-{ordinal}", ordinal, error=error)
+            else:
+                yield ordinal, line, raw
+
+    def item_from_raw(self, raw: RawRow) -> Item:
+        ordinal, line, row = raw
+        if not self.raw_rows:
+            raise TypeError("rows keyed by a column are made by scan()")
+        return self._item(row, line, ordinal, _KeyGuard(), True)
+
+
+class JsonlSource(_RowFileSource):
     """JSON Lines, optionally gzip-compressed: one item per non-blank line.
 
     ``record`` is the line's original bytes (terminator included), so the sink writes admitted
@@ -583,6 +630,7 @@ class JsonlSource(Source):
     """
 
     format = "jsonl"
+    columns: ColumnMap  # resolved per line: JSON Lines has no schema
 
     def __init__(
         self, root: Path, columns: ColumnMap, *, max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
@@ -590,40 +638,15 @@ class JsonlSource(Source):
         super().__init__(root, max_item_bytes=max_item_bytes)
         self.columns = columns
         self.gzip = root.name.lower().endswith(".gz")
-        # Column resolution per row shape, for item_from_raw (rows share a handful of shapes).
+        # Column resolution per row shape (rows share a handful of shapes).
         self._shapes: dict[tuple[str, ...], _Columns | str] = {}
 
-    def scan(self, *, load_content: bool = True) -> Iterator[Item]:
-        guard = _KeyGuard()
-        resolved: dict[tuple[str, ...], _Columns | str] = {}
-        for ordinal, line_no, line, error in self._read_lines():
-            if line is None:
-                yield Item(guard.unique(f"row-{ordinal}"), ordinal, error=error)
-            else:
-                yield self._line_item(line, line_no, ordinal, guard, resolved, load_content)
+    def _records(self) -> Iterator[tuple[int, int, bytes | None, str | None]]:
+        return self._read_lines()
 
-    @property
-    def raw_rows(self) -> bool:
-        # Keys from a key column must be checked for uniqueness in order, in one place.
-        return self.columns.key is None
-
-    def raw_items(self) -> Iterator[Item | RawRow]:
-        if not self.raw_rows:
-            yield from super().raw_items()
-            return
-        for ordinal, line_no, line, error in self._read_lines():
-            if line is None:
-                # Without a key column no key is ever claimed, so guard.unique is the default.
-                yield Item(f"row-{ordinal}", ordinal, error=error)
-            else:
-                yield ordinal, line_no, line
-
-    def item_from_raw(self, raw: RawRow) -> Item:
-        ordinal, line_no, line = raw
-        if not self.raw_rows:
-            raise TypeError("rows keyed by a column are made by scan()")
-        # The item keeps its record (the line): it stays in the worker, never pickled back.
-        return self._line_item(line, line_no, ordinal, _KeyGuard(), self._shapes, True)
+    def _item(self, raw: Any, line: int, ordinal: int, guard: _KeyGuard, load: bool) -> Item:
+        # The item keeps its record (the line): in a worker it stays there, never pickled back.
+        return self._line_item(raw, line, ordinal, guard, self._shapes, load)
 
     def line_records(self) -> Iterator[tuple[int, bytes | None, str | None]]:
         """``(ordinal, original line, None)`` per item, or ``(ordinal, None, why)`` for a line
@@ -750,7 +773,7 @@ def _has_surrogates(value: str) -> bool:
     return any("\udc80" <= char <= "\udcff" for char in value)
 
 
-class CsvSource(Source):
+class CsvSource(_RowFileSource):
     """CSV in the ``excel`` dialect (comma, double quotes), UTF-8 with or without BOM.
 
     The file is decoded with ``surrogateescape``, so a row that is not valid UTF-8 becomes an
@@ -763,6 +786,7 @@ class CsvSource(Source):
 
     format = "csv"
     dialect = "excel"
+    columns: _Columns
 
     def __init__(
         self, root: Path, columns: ColumnMap, *, max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
@@ -794,36 +818,11 @@ class CsvSource(Source):
         # newline="" lets the csv module see quoted newlines and the original terminators.
         return self.root.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
 
-    def scan(self, *, load_content: bool = True) -> Iterator[Item]:
-        guard = _KeyGuard()
-        width = len(self.header)
-        for ordinal, line, fields, error in self._read_rows():
-            if fields is None:
-                yield Item(guard.unique(f"row-{ordinal}"), ordinal, error=error)
-            else:
-                yield self._row(fields, line, ordinal, guard, width, load_content)
+    def _records(self) -> Iterator[tuple[int, int, list[str] | None, str | None]]:
+        return self._read_rows()
 
-    @property
-    def raw_rows(self) -> bool:
-        # Keys from a key column must be checked for uniqueness in order, in one place.
-        return self.columns.key is None
-
-    def raw_items(self) -> Iterator[Item | RawRow]:
-        if not self.raw_rows:
-            yield from super().raw_items()
-            return
-        for ordinal, line, fields, error in self._read_rows():
-            if fields is None:
-                # Without a key column no key is ever claimed, so guard.unique is the default.
-                yield Item(f"row-{ordinal}", ordinal, error=error)
-            else:
-                yield ordinal, line, fields
-
-    def item_from_raw(self, raw: RawRow) -> Item:
-        ordinal, line, fields = raw
-        if not self.raw_rows:
-            raise TypeError("rows keyed by a column are made by scan()")
-        return self._row(fields, line, ordinal, _KeyGuard(), len(self.header), True)
+    def _item(self, raw: Any, line: int, ordinal: int, guard: _KeyGuard, load: bool) -> Item:
+        return self._row(raw, line, ordinal, guard, len(self.header), load)
 
     def _read_rows(self) -> Iterator[tuple[int, int, list[str] | None, str | None]]:
         """``(ordinal, line, fields, None)`` per row, or ``(ordinal, line, None, why)``."""
