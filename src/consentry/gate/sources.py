@@ -349,6 +349,8 @@ def _row_item(
 
 
 def _is_unicode(text: str) -> bool:
+    """False for a str holding a lone surrogate: a JSON "\\ud800" escape, or an undecodable
+    byte of a file read with ``errors="surrogateescape"`` (CSV)."""
     if text.isascii():
         return True
     try:
@@ -768,11 +770,6 @@ class JsonlSource(_RowFileSource):
 # --- CSV --------------------------------------------------------------------------------------
 
 
-def _has_surrogates(value: str) -> bool:
-    # Undecodable bytes arrive as lone surrogates (errors="surrogateescape").
-    return any("\udc80" <= char <= "\udcff" for char in value)
-
-
 class CsvSource(_RowFileSource):
     """CSV in the ``excel`` dialect (comma, double quotes), UTF-8 with or without BOM.
 
@@ -806,7 +803,7 @@ class CsvSource(_RowFileSource):
             header = next(csv.reader(handle, dialect=self.dialect), None)
         if not header:
             raise UnreadableInputError(f"{root}: empty CSV file (no header row)")
-        if any(_has_surrogates(name) for name in header):
+        if not all(_is_unicode(name) for name in header):
             raise UnreadableInputError(f"{root}: the header row is not valid UTF-8")
         duplicates = sorted({name for name in header if header.count(name) > 1})
         if duplicates:
@@ -849,7 +846,7 @@ class CsvSource(_RowFileSource):
         default = f"row-{ordinal}"
         if len(fields) != width:
             error = f"line {line}: expected {width} fields, found {len(fields)}"
-        elif any(_has_surrogates(value) for value in fields):
+        elif not all(_is_unicode(value) for value in fields):
             error = f"line {line}: not valid UTF-8"
         else:
             row = dict(zip(self.header, fields, strict=True))
