@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.textcorpus import Work, load_works
-from consentry.fingerprint.base import Fingerprint
+from consentry.fingerprint import fingerprint_all
+from consentry.fingerprint.base import Fingerprinter
 from consentry.fingerprint.text import (
     DEFAULT_MIN_MATCHED_WORDS,
     DEFAULT_MIN_RUN,
@@ -462,6 +463,9 @@ def _floor(paths: list[Path]) -> None:
 def _pipeline(
     paths: list[Path], fingerprinter: TextFingerprinter, index: TextContainmentIndex
 ) -> None:
+    # The product's recognition path (``consentry check`` / ``match``, the gate): query
+    # fingerprints, then the index.
+    fingerprinters: list[Fingerprinter] = [fingerprinter]
     for path in paths:
-        prints: list[Fingerprint] = fingerprinter.fingerprint(path.read_bytes(), "text")
+        prints = fingerprint_all(path.read_bytes(), "text", fingerprinters, query=True)
         index.match(prints)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consentry.errors import UnreadableInputError
+from consentry.fingerprint import fingerprint_all
 from consentry.fingerprint.base import Fingerprinter
 from consentry.fingerprint.text import (
     DEFAULT_K,
@@ -358,6 +359,42 @@ def test_fingerprinter_protocol_and_output() -> None:
     assert decode_minhash(result[1].value).size == 128
     # Deterministic: same bytes, same fingerprints.
     assert fingerprinter.fingerprint(WORK.encode(), "text") == result
+
+
+def test_query_fingerprint_is_the_winnowed_fingerprint_alone() -> None:
+    fingerprinter = TextFingerprinter()
+    full = fingerprinter.fingerprint(WORK.encode(), "text")
+    query = fingerprinter.query_fingerprint(WORK.encode(), "text")
+    assert [fp.kind for fp in query] == [WINNOW_KIND]
+    assert query[0] == full[0]
+    with pytest.raises(UnreadableInputError):
+        fingerprinter.query_fingerprint(b"\x00" * 64, "text")
+
+
+def test_fingerprint_all_asks_for_query_fingerprints_when_recognising() -> None:
+    fingerprinters: list[Fingerprinter] = [TextFingerprinter()]
+    registering = fingerprint_all(WORK.encode(), "text", fingerprinters)
+    recognising = fingerprint_all(WORK.encode(), "text", fingerprinters, query=True)
+    assert [fp.kind for fp in registering] == [WINNOW_KIND, MINHASH_KIND]
+    assert recognising == registering[:1]
+
+
+def test_decoding_a_value_just_made_returns_its_fingerprint_read_only() -> None:
+    value = TextFingerprinter().fingerprint(WORK.encode(), "text")[0].value
+    remembered = decode_fingerprint(value)
+    assert remembered is decode_fingerprint(value)
+    assert not remembered.hashes.flags.writeable
+    assert not remembered.positions.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        remembered.hashes[0] = 0
+    # An equal string that is another object is decoded (and checked) from its text.
+    copy = "".join(list(value))
+    assert copy == value
+    assert copy is not value
+    decoded = decode_fingerprint(copy)
+    assert decoded is not remembered
+    assert decoded == remembered == fingerprint_text(WORK)
+    assert decoded.hashes.flags.writeable
 
 
 def test_markup_media_types_are_stripped() -> None:

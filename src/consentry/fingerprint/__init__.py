@@ -30,12 +30,15 @@ def fingerprint_all(
     """Every applicable fingerprint of ``data``, in a stable order.
 
     With ``query=True`` (recognising an item rather than registering a work), fingerprinters
-    marked ``registration_only`` are skipped: nothing matches on what they compute.
+    marked ``registration_only`` are skipped: nothing matches on what they compute; and a
+    fingerprinter with a ``query_fingerprint`` method computes only what its matchers read
+    (the text fingerprinter leaves out its whole-document MinHash).
     """
     out: list[Fingerprint] = []
     for fp in fingerprinters if fingerprinters is not None else default_fingerprinters():
         if query and getattr(fp, "registration_only", False):
             continue
         if fp.applies_to(media_type):
-            out.extend(fp.fingerprint(data, media_type))
+            compute = getattr(fp, "query_fingerprint", fp.fingerprint) if query else fp.fingerprint
+            out.extend(compute(data, media_type))
     return out

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import functools
 import struct
 from collections.abc import Iterable, Iterator
@@ -505,12 +506,38 @@ def encode_fingerprint(fingerprint: TextFingerprint) -> str:
     return base64.b64encode(header + body).decode("ascii")
 
 
+def _encode_remembered(fingerprint: TextFingerprint) -> str:
+    """:func:`encode_fingerprint`, remembering the result for :func:`decode_fingerprint`.
+
+    Checking a document fingerprints it and at once hands the encoded value to the index,
+    which decodes it again: base64, copies and validation cost about a tenth of matching.
+    The fingerprinter therefore keeps its last few (value, fingerprint) pairs, and decoding
+    *that very string object* returns the fingerprint it was made from. Identity, not
+    equality, is checked (O(1), and nothing but this module created the object); the arrays
+    are made read-only so that no caller can change what a later decode returns.
+    """
+    value = encode_fingerprint(fingerprint)
+    fingerprint.hashes.flags.writeable = False
+    fingerprint.positions.flags.writeable = False
+    _RECENT.append((value, fingerprint))
+    return value
+
+
+#: Last encoded (value, fingerprint) pairs, newest last; a few suffice (one document's
+#: fingerprint is decoded right after it is made), and they bound the memory held.
+_RECENT: collections.deque[tuple[str, TextFingerprint]] = collections.deque(maxlen=4)
+
+
 def decode_fingerprint(value: str) -> TextFingerprint:
     """Read back :func:`encode_fingerprint`'s output, checking it is well formed.
 
     Raises:
         UnreadableInputError: the value is not a well-formed ``text-winnow-v1`` fingerprint.
     """
+    # A tuple first: iterating the deque itself fails if another thread appends meanwhile.
+    for remembered, fingerprint in reversed(tuple(_RECENT)):
+        if remembered is value:
+            return fingerprint
     raw = _b64decode(value, WINNOW_KIND)
     if len(raw) < _HEADER.size:
         raise UnreadableInputError(f"{WINNOW_KIND} fingerprint is truncated")
@@ -839,6 +866,13 @@ class TextFingerprinter:
         Raises:
             UnreadableInputError: undecodable or binary data, or no words at all.
         """
+        fingerprint = self._winnowed(data, media_type)
+        # The MinHash set is the winnowed fingerprints, not every k-gram: winnowing is a
+        # content-defined sample (the same passage selects the same hashes in both texts), so
+        # the Jaccard estimate barely changes, and it costs 2 / (w + 1) of the work.
+        return fingerprint, minhash_signature(fingerprint.hashes, num_perm=self._num_perm)
+
+    def _winnowed(self, data: bytes, media_type: str) -> TextFingerprint:
         text = extract_text(data, media_type, legacy_fallback=self._legacy_fallback).text
         fingerprint = _fingerprint_stream(
             _token_batches(text), k=self._k, window=self._window, stop=self._stop
@@ -846,15 +880,26 @@ class TextFingerprinter:
         del text  # the fingerprint is all that is needed from here on
         if fingerprint.word_count == 0:
             raise UnreadableInputError("text item contains no words")
-        # The MinHash set is the winnowed fingerprints, not every k-gram: winnowing is a
-        # content-defined sample (the same passage selects the same hashes in both texts), so
-        # the Jaccard estimate barely changes, and it costs 2 / (w + 1) of the work.
-        return fingerprint, minhash_signature(fingerprint.hashes, num_perm=self._num_perm)
+        return fingerprint
 
     def fingerprint(self, data: bytes, media_type: str) -> list[Fingerprint]:
         """``text-winnow-v1`` and ``text-minhash-v1`` fingerprints of ``data``."""
         winnowed, signature = self.analyse(data, media_type)
         return [
-            Fingerprint(kind=WINNOW_KIND, value=encode_fingerprint(winnowed)),
+            Fingerprint(kind=WINNOW_KIND, value=_encode_remembered(winnowed)),
             Fingerprint(kind=MINHASH_KIND, value=encode_minhash(signature)),
+        ]
+
+    def query_fingerprint(self, data: bytes, media_type: str) -> list[Fingerprint]:
+        """What recognising ``data`` needs: the ``text-winnow-v1`` fingerprint alone.
+
+        No matcher reads ``text-minhash-v1`` (containment, not whole-document similarity, is
+        the question, and the registry keeps each work's signature from registration), and
+        the signature costs about a quarter of fingerprinting: checking and matching skip it
+        (``fingerprint_all(..., query=True)`` calls this method).
+        """
+        return [
+            Fingerprint(
+                kind=WINNOW_KIND, value=_encode_remembered(self._winnowed(data, media_type))
+            )
         ]
