@@ -7,6 +7,7 @@ admitted items of the input; JSONL lines and tar members must be byte-identical.
 from __future__ import annotations
 
 import gzip
+import os
 import tarfile
 from pathlib import Path
 
@@ -227,3 +228,40 @@ def test_error_items_are_simply_left_out(tmp_path: Path) -> None:
     admitted = {item.ordinal for item in found if item.error is None}
     (written,) = write_subset(source, admitted, tmp_path / "out")
     assert written.read_bytes() == b'{"text": "a"}\n{"text": "b"}\n'
+
+
+def test_files_subset_fsync_failure_leaves_no_admitted_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = open_source(make_files_dir(tmp_path / "ds"))
+    real_fsync = os.fsync
+    calls: list[int] = []
+
+    def failing_fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # one of the files, while others are in flight
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_subset(source, {0, 1, 2, 3}, tmp_path / "out")
+    assert not (tmp_path / "out" / ADMITTED_DIR).exists()
+    assert list((tmp_path / "out").iterdir()) == []  # the partial directory is gone too
+
+
+def test_files_subset_fsyncs_every_written_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = open_source(make_files_dir(tmp_path / "ds"))
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    written = write_subset(source, {0, 1, 2, 3}, tmp_path / "out")
+    names = {Path(p).name for p in synced}
+    assert {p.name for p in written} <= names

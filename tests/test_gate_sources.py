@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -289,6 +290,30 @@ def test_files_sink_pass_reads_no_content(tmp_path: Path) -> None:
     assert [(item.key, item.record, item.data) for item in sink_pass] == [
         (key, key, None) for key in FILES_KEYS
     ]
+
+
+def test_files_raw_rows_are_paths_that_workers_turn_into_the_scanned_items(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "ds"
+    make_files_dir(root)
+    (root / "deep" / "er").mkdir(parents=True)
+    (root / "deep" / "er" / "z.txt").write_bytes(b"zed")
+    (root / "big.bin").write_bytes(b"x" * 100)
+    (root / "broken").symlink_to(root / "gone")
+    source = open_source(root, max_item_bytes=10)
+    assert source.raw_rows
+    raws = list(source.raw_items())
+    # The main process sends keys, never file bytes.
+    assert [raw[2] if isinstance(raw, tuple) else None for raw in raws] == keys(source)
+    # Unpickled in a worker, as the pool does, the source makes the very items scan() makes.
+    worker_side = pickle.loads(pickle.dumps(source))  # noqa: S301 - our own bytes
+    made = [worker_side.item_from_raw(raw) for raw in raws if isinstance(raw, tuple)]
+    assert made == items(source)
+    by_key = {item.key: item for item in made}
+    assert by_key["deep/er/z.txt"].data == b"zed"
+    assert by_key["broken"].error == "missing file"  # a dangling link: the worker finds out
+    assert by_key["big.bin"].error is not None
 
 
 def test_files_oversized_and_special_files_are_error_items(tmp_path: Path) -> None:

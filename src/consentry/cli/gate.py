@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+import consentry.gate.blas  # noqa: F401 - before numpy loads: one BLAS thread per process
 from consentry.cli.context import AppContext, pass_app
 from consentry.cli.options import PURPOSE_CHOICE
 from consentry.cli.output import Out, json_option

@@ -26,14 +26,10 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from consentry.errors import ConfigurationError, InvalidInputError, VerificationError
 from consentry.ledger import merkle
-from consentry.ledger.log import TransparencyLog
 from consentry.ledger.note import (
     Checkpoint,
     Signer,
@@ -42,7 +38,11 @@ from consentry.ledger.note import (
     parse_signer_key,
     parse_verifier_key,
 )
-from consentry.store.tables import EventRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from consentry.ledger.log import TransparencyLog
 
 __all__ = [
     "MANIFEST_STATEMENT",
@@ -127,6 +127,11 @@ def logged_events(session: Session, log: TransparencyLog, size: int) -> list[Log
     Each proof is checked against the root of ``size`` before it is handed out, so a damaged
     leaf or journal row stops the export instead of producing evidence that cannot verify.
     """
+    # Export only: the gate, which reads snapshots, never imports SQLAlchemy and the tables.
+    from sqlalchemy import or_, select
+
+    from consentry.store.tables import EventRow
+
     root = log.root(size)
     rows = session.execute(
         select(EventRow.seq, EventRow.kind, EventRow.subject, EventRow.payload)

@@ -47,6 +47,7 @@ import secrets
 import shutil
 import tarfile
 from collections.abc import Callable, Container, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,7 @@ def write_subset(source: Source, admitted: Container[int], out_dir: Path) -> lis
     try:
         writer(source, admitted, partial)
         written = sorted(path.relative_to(partial) for path in _all_files(partial))
-        for rel in written:
-            _fsync(partial / rel)
+        _fsync_all([partial / rel for rel in written])
         partial.rename(final)
         _fsync_dir(out_dir)
     except BaseException:
@@ -124,6 +124,23 @@ def _all_files(root: Path) -> Iterator[Path]:
 def _fsync(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
+
+
+_FSYNC_THREADS = 16
+"""fsyncs in flight at once. One at a time, each waits for its own journal commit (~4 ms
+on this project's VM: 1,000 admitted image files took ~4 s); in flight together, the file
+system commits them in a few shared journal transactions (500 files: 1.9 s -> 0.07 s)."""
+
+
+def _fsync_all(paths: list[Path]) -> None:
+    """fsync every file, several at once (the waiting is the disk's, not the CPU's)."""
+    if len(paths) <= 1:
+        for path in paths:
+            _fsync(path)
+        return
+    with ThreadPoolExecutor(max_workers=min(_FSYNC_THREADS, len(paths))) as pool:
+        # list() re-raises the first error an fsync met.
+        list(pool.map(_fsync, paths))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -44,13 +44,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import rfc8785
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from consentry import __version__
 from consentry.domain import MemoryRegistryView, Work, WorkMatch
@@ -69,10 +67,8 @@ from consentry.gate.logbundle import (
     verify_logged_event,
 )
 from consentry.index import WorkIndex, WorkIndexFactory, default_index_factories
-from consentry.ledger.log import TransparencyLog
 from consentry.ledger.note import Signer, Verifier
 from consentry.registry.ids import format_id
-from consentry.registry.indexes import open_indexes
 from consentry.registry.jsonable import (
     dispute_from_json,
     dispute_json,
@@ -85,21 +81,13 @@ from consentry.registry.jsonable import (
     work_from_json,
     work_json,
 )
-from consentry.registry.mapping import (
-    dispute_from_row,
-    load_grants,
-    load_works,
-    party_from_row,
-    reservation_from_row,
-)
-from consentry.store.tables import (
-    DisputeRow,
-    FingerprintRow,
-    GrantRow,
-    PartyRow,
-    ReservationRow,
-    WorkRow,
-)
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+# Exporting reads the registry's database; loading and verifying a snapshot (what the gate
+# and its workers do) must not pay for importing SQLAlchemy, the table models and the ledger
+# (~0.3 s per process), so the export-only modules are imported in the functions using them.
 
 __all__ = [
     "SNAPSHOT_FORMAT",
@@ -138,6 +126,8 @@ def _manifest_id(manifest: dict[str, Any]) -> str:
 
 
 def _batched_ids(session: Session, column: Any) -> Iterator[list[int]]:
+    from sqlalchemy import select
+
     last = 0
     while True:
         ids = list(
@@ -150,6 +140,17 @@ def _batched_ids(session: Session, column: Any) -> Iterator[list[int]]:
 
 
 def _registry_json(session: Session) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from consentry.registry.mapping import (
+        dispute_from_row,
+        load_grants,
+        load_works,
+        party_from_row,
+        reservation_from_row,
+    )
+    from consentry.store.tables import DisputeRow, GrantRow, PartyRow, ReservationRow, WorkRow
+
     parties = []
     for p in session.scalars(select(PartyRow).order_by(PartyRow.id)):
         record = party_json(party_from_row(p))
@@ -184,6 +185,10 @@ def _registry_json(session: Session) -> dict[str, Any]:
 
 
 def _write_fingerprints(session: Session, path: Path) -> int:
+    from sqlalchemy import select
+
+    from consentry.store.tables import FingerprintRow
+
     count = 0
     with pq.ParquetWriter(path, _FP_SCHEMA, compression="zstd") as writer:
         last = 0
@@ -249,6 +254,9 @@ def export_snapshot(
     written, so the checkpoint covers exactly the state exported. ``signer`` is the operator
     key (:func:`consentry.ledger.keys.load_operator_signer`).
     """
+    from consentry.ledger.log import TransparencyLog
+    from consentry.registry.indexes import open_indexes
+
     if out.exists():
         raise InvalidInputError(f"{out} already exists; snapshots are never overwritten")
     log = TransparencyLog(session)
