@@ -164,6 +164,24 @@ def test_winnow_matches_the_reference_algorithm(values: list[int], window: int) 
     assert winnow(hashes, window).tolist() == _reference_winnow(values, window)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=1, max_size=40),
+    st.lists(st.integers(min_value=0, max_value=39), max_size=6),
+    st.integers(min_value=1, max_value=12),
+)
+def test_winnow_with_distinct_and_some_repeated_hashes_matches_the_reference(
+    values: list[int], repeats: list[int], window: int
+) -> None:
+    # Mostly distinct 64-bit values (the fast path) with a few values copied elsewhere: a
+    # copy near the original can tie a window, one far away cannot; both must be exact.
+    values = list(values)
+    for target in repeats:
+        values.insert(target % (len(values) + 1), values[target % len(values)])
+    hashes = np.array(values, dtype=np.uint64)
+    assert winnow(hashes, window).tolist() == _reference_winnow(values, window)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=1, max_size=300))
 def test_winnow_guarantee_every_window_has_a_selection(values: list[int]) -> None:

@@ -122,11 +122,19 @@ def _fmix64(values: _UInt64Array) -> _UInt64Array:
     Array arithmetic wraps modulo 2^64 silently (scalar arithmetic would warn), which is
     exactly the intended behaviour.
     """
-    values = values ^ (values >> _U64(33))
-    values = values * _U64(0xFF51AFD7ED558CCD)
-    values = values ^ (values >> _U64(33))
-    values = values * _U64(0xC4CEB9FE1A85EC53)
-    return values ^ (values >> _U64(33))
+    # In place on one copy with one scratch array: this runs on every token and every k-gram
+    # of every document checked, and fresh temporaries per step cost more than the arithmetic.
+    out = values >> _U64(33)
+    scratch = np.empty_like(out)
+    np.bitwise_xor(out, values, out=out)
+    for multiplier in _FMIX_MULTIPLIERS:
+        np.multiply(out, multiplier, out=out)
+        np.right_shift(out, _U64(33), out=scratch)
+        np.bitwise_xor(out, scratch, out=out)
+    return out
+
+
+_FMIX_MULTIPLIERS = (_U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53))
 
 
 def _powers(base: int, count: int) -> _UInt64Array:
@@ -156,23 +164,34 @@ def _hash_joined(joined: bytes) -> _UInt64Array:
     empty tokens (repeated separators) are skipped."""
     raw = np.frombuffer(joined, dtype=np.uint8)
     cuts = np.flatnonzero(raw == _SEPARATOR_BYTE)
-    starts = np.concatenate(([0], cuts + 1)).astype(np.int64)
-    ends = np.concatenate((cuts, [raw.size])).astype(np.int64)
-    nonempty = ends > starts  # the join may be loose (see iter_joined_utf8)
-    if not nonempty.all():
-        starts, ends = starts[nonempty], ends[nonempty]
+    # Token i spans bounds[i] + 1 .. bounds[i + 1] (exclusive).
+    bounds = np.empty(cuts.size + 2, dtype=np.int64)
+    bounds[0] = -1
+    bounds[1:-1] = cuts
+    bounds[-1] = raw.size
+    starts = bounds[:-1] + 1
+    ends = bounds[1:]
+    lengths = ends - starts
+    nonempty = np.flatnonzero(lengths)  # the join may be loose (see iter_joined_utf8)
+    if nonempty.size != lengths.size:
+        starts, ends, lengths = starts[nonempty], ends[nonempty], lengths[nonempty]
     # +1 so that a zero byte would still count; prefix[i] = sum_{j<i} c_j P^j. Built in place
-    # (one buffer, no concatenation): this function is a hot spot of fingerprinting.
+    # (one buffer, no concatenation), like the per-token steps: this function is a hot spot
+    # of fingerprinting, and on arrays of a few thousand items temporaries cost as much as
+    # the arithmetic.
     prefix = np.empty(raw.size + 1, dtype=np.uint64)
     prefix[0] = 0
     weighted = prefix[1:]
     np.add(raw, 1, out=weighted, dtype=np.uint64, casting="unsafe")
     np.multiply(weighted, _powers(_TOKEN_BASE, raw.size), out=weighted)
     np.cumsum(weighted, dtype=np.uint64, out=weighted)
-    inverse = _powers(_TOKEN_BASE_INVERSE, raw.size + 1)
-    polynomial = (prefix[ends] - prefix[starts]) * inverse[starts]
-    lengths = (ends - starts).astype(np.uint64)
-    return _fmix64(polynomial ^ (lengths * _U64(_LENGTH_MIX)))
+    polynomial = prefix[ends]
+    polynomial -= prefix[starts]
+    polynomial *= _powers(_TOKEN_BASE_INVERSE, raw.size + 1)[starts]
+    mixed_length = lengths.astype(np.uint64)
+    mixed_length *= _U64(_LENGTH_MIX)
+    polynomial ^= mixed_length
+    return _fmix64(polynomial)
 
 
 def token_hashes(text: str) -> _UInt64Array:
@@ -195,8 +214,10 @@ def kgram_hashes(tokens: _UInt64Array, k: int = DEFAULT_K) -> _UInt64Array:
     width = min(k, count)
     rolled = tokens[: count - width + 1].copy()
     for offset in range(1, width):
-        rolled = rolled * _U64(_KGRAM_BASE) + tokens[offset : count - width + 1 + offset]
-    return _fmix64(rolled ^ _U64(width))
+        np.multiply(rolled, _U64(_KGRAM_BASE), out=rolled)
+        np.add(rolled, tokens[offset : count - width + 1 + offset], out=rolled)
+    np.bitwise_xor(rolled, _U64(width), out=rolled)
+    return _fmix64(rolled)
 
 
 # --------------------------------------------------------------------------------------------
