@@ -138,6 +138,15 @@ _BRIDGE_DRIFT = 2
 _BLOCK = 128
 _FILLER_ADVANCE = 8
 _KEY_BITS = 24  # key bits held in the seed tier; the stream's hash8 adds 8 more
+#: A verification row: the neighbourhood of a seed from its block-aligned anchor.
+_ROW = 2 * NEIGHBOURHOOD + _BLOCK
+_ROW_COLUMNS = np.arange(_ROW)
+_ROW_BYTES = np.arange(_ROW * 3 // 8)
+_ROW_SHIFTS = np.arange(0, 24, 3, dtype=np.int32)
+#: Words a neighbourhood reaches on either side of its seed (at most 8 per slot), plus the
+#: diagonal tolerance: the query's padding, so that no candidate index needs clipping.
+_QUERY_PAD = _FILLER_ADVANCE * NEIGHBOURHOOD + _DIAGONAL_TOLERANCE
+_TOLERANCE_OFFSETS = np.arange(2 * _DIAGONAL_TOLERANCE + 1)
 
 _U64 = np.uint64
 _UInt32Array = npt.NDArray[np.uint32]
@@ -566,6 +575,23 @@ class _Segment:
                 which, slots = which[keep], slots[keep]
         return which.astype(np.int64), slots
 
+    def _row_advances(self, anchors: _IntArray) -> _IntArray:
+        """Advances (1-8 words) of the :data:`_ROW` slots from each block-aligned anchor.
+
+        A block of 128 slots starts on a byte boundary (128 x 3 bits = 48 bytes), so each
+        row is one contiguous run of bytes: eight slots per three bytes, unpacked with a
+        few whole-matrix operations instead of two gathers per slot.
+        """
+        first = (anchors >> 3) * 3  # = anchors * 3 // 8, exact for multiples of 8
+        at = first[:, None] + _ROW_BYTES[None, :]
+        np.minimum(at, self.advance.size - 1, out=at)  # past the stream's end: masked later
+        raw = self.advance[at].reshape(-1, _ROW // 8, 3).astype(np.int32)
+        packed = raw[..., 0] | (raw[..., 1] << 8) | (raw[..., 2] << 16)
+        steps = (packed[..., None] >> _ROW_SHIFTS) & 7
+        steps += 1
+        decoded: _IntArray = steps.reshape(anchors.size, _ROW).astype(np.int64)
+        return decoded
+
     def verify(
         self, seed_query: _IntArray, seed_slots: _IntArray, query: _QueryView
     ) -> tuple[_IntArray, _IntArray, _IntArray, _BoolArray]:
@@ -574,41 +600,46 @@ class _Segment:
         Each seed's neighbourhood is decoded as one row of a matrix (block-aligned, so that a
         checkpoint anchors the row's running sum of advances); every fingerprint in it is
         compared with the query's fingerprints lying within :data:`_DIAGONAL_TOLERANCE` words
-        of the seed's diagonal.
+        of the seed's diagonal. Positions stay relative to the row's checkpoint until the
+        few pairs found are converted (this runs once per document with a seed hit, so its
+        cost is mostly the number of array operations, kept low).
         """
         work = np.searchsorted(self.slot_starts, seed_slots, side="right") - 1
-        total = int(self.hash8.size)
         low = np.maximum(seed_slots - NEIGHBOURHOOD, self.slot_starts[work])
         high = np.minimum(seed_slots + NEIGHBOURHOOD + 1, self.slot_starts[work + 1])
         anchor = low & ~(_BLOCK - 1)
-        width = 2 * NEIGHBOURHOOD + _BLOCK
-        grid = anchor[:, None] + np.arange(width)[None, :]
-        inside = (grid >= low[:, None]) & (grid < high[:, None])
-        grid = np.minimum(grid, total - 1)
-        steps = self._advances(grid)
-        steps[:, 0] = 0
+        steps = self._row_advances(anchor)
+        steps[:, 0] = 0  # a block's first slot sits at its checkpoint
         positions = np.cumsum(steps, axis=1)
-        positions += (self.checkpoints[anchor // _BLOCK].astype(np.int64) - self.word_starts[work])[
-            :, None
-        ]
         seed_column = seed_slots - anchor
-        diagonal = query.positions[seed_query] - positions[np.arange(seed_slots.size), seed_column]
+        inside = (_ROW_COLUMNS >= (low - anchor)[:, None]) & (
+            _ROW_COLUMNS < (high - anchor)[:, None]
+        )
         rows, columns = np.nonzero(inside)
+        slots = anchor[rows] + columns
         local = positions[rows, columns]
-        hashes = self.hash8[grid[rows, columns]].astype(np.int16) + 1
-        expected = local + diagonal[rows] + _DIAGONAL_TOLERANCE
-        offsets = np.arange(-_DIAGONAL_TOLERANCE, _DIAGONAL_TOLERANCE + 1)
-        at = np.clip(expected[:, None] + offsets[None, :], 0, query.dense.size - 1)
+        hashes = self.hash8[slots].astype(np.int16) + 1
+        # Where each fingerprint would sit in the padded query on the seed's diagonal, minus
+        # the tolerance; the padding (see _QueryView) keeps every index inside the array.
+        diagonal = query.positions[seed_query] - positions[np.arange(seed_slots.size), seed_column]
+        expected = local + (diagonal + (_QUERY_PAD - _DIAGONAL_TOLERANCE))[rows]
+        at = expected[:, None] + _TOLERANCE_OFFSETS[None, :]
         pair, shift = np.nonzero(query.dense[at] == hashes[:, None])
-        # Fillers are not fingerprints (checked on the few pairs rather than every slot).
-        real = ~self._fillers(grid[rows[pair], columns[pair]])
-        pair, shift = pair[real], shift[real]
-        query_at = at[pair, shift] - _DIAGONAL_TOLERANCE
+        if self.fillers.size:
+            # Fillers are not fingerprints; their stored hash8 is 0, so only pairs on that
+            # value need the (binary-searched) check.
+            zero = np.flatnonzero(hashes[pair] == 1)
+            if zero.size:
+                real = np.ones(pair.size, dtype=np.bool_)
+                real[zero] = ~self._fillers(slots[pair[zero]])
+                pair, shift = pair[real], shift[real]
+        query_at = at[pair, shift] - _QUERY_PAD
         row = rows[pair]
+        base = self.checkpoints[anchor // _BLOCK].astype(np.int64) - self.word_starts[work]
         seed_pair = (columns[pair] == seed_column[row]) & (
             query_at == query.positions[seed_query[row]]
         )
-        return self.works[work[row]], local[pair], query_at, seed_pair
+        return self.works[work[row]], local[pair] + base[row], query_at, seed_pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,13 +647,13 @@ class _QueryView:
     keys: _UInt32Array
     positions: _IntArray
     #: hash8 + 1 of the fingerprint starting at each word (0: none), padded on both sides
-    #: by _DIAGONAL_TOLERANCE words so that lookups near the ends need no bounds checks.
+    #: by _QUERY_PAD words so that lookups near the ends need no bounds checks.
     dense: npt.NDArray[np.int16]
 
     @classmethod
     def build(cls, keys: _UInt32Array, positions: _IntArray, word_count: int) -> _QueryView:
-        dense = np.zeros(word_count + 2 * _DIAGONAL_TOLERANCE + 1, dtype=np.int16)
-        dense[positions + _DIAGONAL_TOLERANCE] = (keys & np.uint32(0xFF)).astype(np.int16) + 1
+        dense = np.zeros(word_count + 2 * _QUERY_PAD, dtype=np.int16)
+        dense[positions + _QUERY_PAD] = (keys & np.uint32(0xFF)).astype(np.int16) + 1
         return cls(keys, positions, dense)
 
 
