@@ -744,42 +744,66 @@ def _chain(
     k: int,
     gap: int,
     max_shift: int,
+    presorted: bool = False,
 ) -> list[tuple[MatchRun, int, int]]:
     """Aligned runs from verified pairs, as in :func:`consentry.fingerprint.text.containment`,
-    each with its number of pairs and of seed pairs (see :func:`_weigh`)."""
-    order = np.lexsort((query_pos, work_pos))
-    work_sorted = work_pos[order].tolist()
-    query_sorted = query_pos[order].tolist()
-    seed_sorted = seed[order].tolist()
+    each with its number of pairs and of seed pairs (see :func:`_weigh`).
+
+    ``presorted``: the pairs already come in (work position, query position) order.
+    """
+    if not presorted:
+        order = np.lexsort((query_pos, work_pos))
+        work_pos, query_pos, seed = work_pos[order], query_pos[order], seed[order]
+    works: list[int] = work_pos.tolist()
+    queries: list[int] = query_pos.tolist()
+    seeds: list[bool] = seed.tolist()
     runs: list[tuple[MatchRun, int, int]] = []
-    # work_start, query_start, last_work, last_query, pairs, seed pairs
-    run: list[int] | None = None
+    # The current run (plain locals: this loop runs for every candidate work of every
+    # document): first work / query word, last work / query word, pairs, seed pairs.
+    started = False
+    work_first = query_first = work_last = query_last = pairs = seed_pairs = 0
     index = 0
-    total = len(work_sorted)
+    total = len(works)
     while index < total:
-        work_at = work_sorted[index]
-        end = index
-        while end < total and work_sorted[end] == work_at:
+        work_at = works[index]
+        end = index + 1
+        while end < total and works[end] == work_at:
             end += 1
-        candidates = list(zip(query_sorted[index:end], seed_sorted[index:end], strict=True))
-        index = end
-        if run is not None and work_at - run[2] <= gap:
-            expected = run[3] + (work_at - run[2])
-            best, best_seed = min(candidates, key=lambda c: abs(c[0] - expected))
-            if abs(best - expected) <= max_shift and best > run[3]:
-                run[2], run[3] = work_at, best
-                run[4] += 1
-                run[5] += int(best_seed)
+        if started and work_at - work_last <= gap:
+            expected = query_last + (work_at - work_last)
+            best = index
+            if end > index + 1:  # several query words for this work word: the closest
+                best = min(range(index, end), key=lambda i: abs(queries[i] - expected))
+            if abs(queries[best] - expected) <= max_shift and queries[best] > query_last:
+                work_last, query_last = work_at, queries[best]
+                pairs += 1
+                seed_pairs += seeds[best]
+                index = end
                 continue
-        query_at, query_seed = candidates[0]
-        if run is not None:
-            runs.append((MatchRun(run[0], run[2] + k, run[1], run[3] + k), run[4], run[5]))
-            later = [c for c in candidates if c[0] > run[3]]
-            if later:
-                query_at, query_seed = later[0]
-        run = [work_at, query_at, work_at, query_at, 1, int(query_seed)]
-    if run is not None:
-        runs.append((MatchRun(run[0], run[2] + k, run[1], run[3] + k), run[4], run[5]))
+        chosen = index
+        if started:
+            runs.append(
+                (
+                    MatchRun(work_first, work_last + k, query_first, query_last + k),
+                    pairs,
+                    seed_pairs,
+                )
+            )
+            # Prefer an occurrence after the previous run, so that a passage quoted twice
+            # still aligns in order.
+            for later in range(index, end):
+                if queries[later] > query_last:
+                    chosen = later
+                    break
+        started = True
+        work_first = work_last = work_at
+        query_first = query_last = queries[chosen]
+        pairs, seed_pairs = 1, int(seeds[chosen])
+        index = end
+    if started:
+        runs.append(
+            (MatchRun(work_first, work_last + k, query_first, query_last + k), pairs, seed_pairs)
+        )
     return runs
 
 
@@ -1018,6 +1042,7 @@ class TextContainmentIndex:
                 k=self._k,
                 gap=gap,
                 max_shift=_MAX_SHIFT,
+                presorted=True,
             )
             counted, longest = _weigh(chained)
             runs = [
