@@ -10,14 +10,18 @@ from hypothesis import strategies as st
 
 from consentry.errors import UnreadableInputError
 from consentry.fingerprint import fingerprint_all
+from consentry.fingerprint import text as text_module
 from consentry.fingerprint.base import Fingerprinter
 from consentry.fingerprint.text import (
     DEFAULT_K,
+    DEFAULT_WINDOW,
     MINHASH_KIND,
     WINNOW_KIND,
     StopHashes,
     TextFingerprint,
     TextFingerprinter,
+    _fingerprint_tokens,
+    _token_batches,
     containment,
     decode_fingerprint,
     decode_minhash,
@@ -119,6 +123,22 @@ def test_token_hash_is_independent_of_batch_position() -> None:
     alone = token_hashes("needle")[0]
     inside = token_hashes("hay " * 1000 + "needle")[-1]
     assert alone == inside
+
+
+def test_fingerprint_in_batches_equals_the_one_shot_computation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Non-ASCII letters: normalisation hands over pieces of about 4 K characters, which
+    # fingerprinting gathers into batches; one batch or several, the result is the same.
+    text = prose(30_000, seed=11).replace("ka", "k\u00e1")
+    one_shot = _fingerprint_tokens(
+        token_hashes(text), k=DEFAULT_K, window=DEFAULT_WINDOW, stop=None
+    )
+    assert len(list(_token_batches(text))) == 1
+    assert fingerprint_text(text) == one_shot
+    monkeypatch.setattr(text_module, "_BATCH_TOKENS", 1000)
+    assert len(list(_token_batches(text))) > 5
+    assert fingerprint_text(text) == one_shot
 
 
 def test_kgram_hashes_roll_over_words() -> None:

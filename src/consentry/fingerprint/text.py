@@ -398,10 +398,28 @@ def fingerprint_text(
 
 
 def _token_batches(text: str) -> Iterator[_UInt64Array]:
+    """Token hashes of ``text`` in batches of at least :data:`_BATCH_TOKENS` (but the last).
+
+    Normalisation hands over text with non-ASCII letters in pieces of about 4 K characters;
+    gathering them keeps fingerprinting's per-batch work (and its batch boundaries) to one
+    per ``_BATCH_TOKENS`` tokens, so a typical document is a single batch.
+    """
+    gathered: list[_UInt64Array] = []
+    size = 0
     for joined in iter_joined_utf8(text):
         hashes = _hash_joined(joined)
         if hashes.size:
-            yield hashes
+            gathered.append(hashes)
+            size += hashes.size
+            if size >= _BATCH_TOKENS:
+                yield gathered[0] if len(gathered) == 1 else np.concatenate(gathered)
+                gathered, size = [], 0
+    if gathered:
+        yield gathered[0] if len(gathered) == 1 else np.concatenate(gathered)
+
+
+#: Memory stays bounded: a batch is at most this plus one normalisation chunk.
+_BATCH_TOKENS = 1 << 16
 
 
 def _fingerprint_stream(
@@ -418,6 +436,7 @@ def _fingerprint_stream(
     previous choice") is not applied in the first window after a batch boundary — a tie of
     two equal 64-bit hashes exactly there.
     """
+    batches = iter(batches)
     pending: list[_UInt64Array] = []
     pending_count = 0
     for batch in batches:
@@ -428,6 +447,12 @@ def _fingerprint_stream(
     else:
         # Fewer than k words in all: one k-gram of every word (see kgram_hashes).
         tokens = np.concatenate(pending) if pending else np.zeros(0, dtype=np.uint64)
+        return _fingerprint_tokens(tokens, k=k, window=window, stop=stop)
+    following = next(batches, None)
+    if following is None:
+        # All of it in hand (every document under a chunk of about 4 M characters): the
+        # one-shot computation, which the streaming one equals, without its bookkeeping.
+        tokens = pending[0] if len(pending) == 1 else np.concatenate(pending)
         return _fingerprint_tokens(tokens, k=k, window=window, stop=stop)
     chosen_hashes: list[_UInt64Array] = []
     chosen_positions: list[_IntArray] = []
@@ -470,6 +495,7 @@ def _fingerprint_stream(
     first = np.concatenate(pending)
     del pending
     feed(first)
+    feed(following)
     for batch in batches:
         feed(batch)
     if gram_tail.size and (not chosen_hashes or emitted < 0):
