@@ -383,3 +383,30 @@ def test_seeds_have_keys_in_the_lowest_quarter_and_queries_probe_only_those() ->
     )
     assert index.match_fingerprint(only_high) == []
     assert [h.work_id for h in index.match_fingerprint(query)] == ["W2"]
+
+
+@pytest.mark.parametrize("count", range(200, 216))
+def test_verification_rows_decode_like_the_stream(count: int) -> None:
+    # Rows are read as 32-bit words over three-byte groups; streams of every length modulo
+    # 8 slots end in a partial group, where rows fall back to reading bytes. Both must give
+    # the stream's own advances for every slot of every row.
+    from consentry.index.text import _BLOCK, _ROW
+
+    rng = np.random.default_rng(count)
+    grams = rng.integers(0, 2**64, size=count, dtype=np.uint64)
+    positions = np.cumsum(rng.integers(1, 9, size=count)).astype(np.int64)
+    index = TextContainmentIndex()
+    index.add_fingerprint("w", TextFingerprint(grams, positions, int(positions[-1]) + 6))
+    segment = index._all_segments()[0]
+    slots = int(segment.hash8.size)
+    assert slots == count
+    expected = segment._advances(np.arange(slots))
+    anchors = np.arange(0, slots, _BLOCK)
+    together = segment._row_advances(anchors)
+    for number, anchor in enumerate(anchors.tolist()):
+        alone = segment._row_advances(np.array([anchor]))[0]
+        width = min(_ROW, slots - anchor)
+        assert np.array_equal(alone[:width], expected[anchor : anchor + width])
+        assert np.array_equal(together[number, :width], expected[anchor : anchor + width])
+    # The first row is read as 32-bit words, the last one byte by byte.
+    assert _ROW // 8 <= segment.advance_words.size <= int(anchors[-1] >> 3) + _ROW // 8 - 1

@@ -141,8 +141,9 @@ _KEY_BITS = 24  # key bits held in the seed tier; the stream's hash8 adds 8 more
 #: A verification row: the neighbourhood of a seed from its block-aligned anchor.
 _ROW = 2 * NEIGHBOURHOOD + _BLOCK
 _ROW_COLUMNS = np.arange(_ROW)
+_ROW_GROUPS = np.arange(_ROW // 8)
 _ROW_BYTES = np.arange(_ROW * 3 // 8)
-_ROW_SHIFTS = np.arange(0, 24, 3, dtype=np.int32)
+_ROW_SHIFTS = np.arange(0, 24, 3, dtype=np.uint32)
 #: Words a neighbourhood reaches on either side of its seed (at most 8 per slot), plus the
 #: diagonal tolerance: the query's padding, so that no candidate index needs clipping.
 _QUERY_PAD = _FILLER_ADVANCE * NEIGHBOURHOOD + _DIAGONAL_TOLERANCE
@@ -304,8 +305,23 @@ class _Segment:
     #: (entries are sorted by their 24-bit key, so these ranges are contiguous).
     directory: _IntArray = field(init=False, repr=False, compare=False)
     directory_bits: int = field(init=False, repr=False, compare=False)
+    #: The advance bits read as overlapping little-endian 32-bit words, one every three
+    #: bytes (eight slots): a view, no copy (``advance`` ends with a spare byte, so the last
+    #: word stays inside it).
+    advance_words: _UInt32Array = field(init=False, repr=False, compare=False)
+    #: Each work's [first slot, end slot) — one gather finds both for a seed.
+    work_slots: _IntArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        words = np.ndarray(
+            shape=(max(self.advance.size - 1, 0) // 3,),
+            dtype="<u4",
+            buffer=np.ascontiguousarray(self.advance),
+            strides=(3,),
+        )
+        object.__setattr__(self, "advance_words", words)
+        spans = np.stack((self.slot_starts[:-1], self.slot_starts[1:]), axis=1)
+        object.__setattr__(self, "work_slots", spans)
         slots, keys24 = self.seed_keys()
         keys32 = (keys24 << np.uint32(8)) | self.hash8[slots].astype(np.uint32)
         bits = max(1, min(_KEY_BITS, keys24.size.bit_length()))
@@ -578,18 +594,31 @@ class _Segment:
     def _row_advances(self, anchors: _IntArray) -> _IntArray:
         """Advances (1-8 words) of the :data:`_ROW` slots from each block-aligned anchor.
 
-        A block of 128 slots starts on a byte boundary (128 x 3 bits = 48 bytes), so each
-        row is one contiguous run of bytes: eight slots per three bytes, unpacked with a
-        few whole-matrix operations instead of two gathers per slot.
+        A block of 128 slots starts on a byte boundary (128 x 3 bits = 48 bytes), so a row
+        is :data:`_ROW` / 8 consecutive three-byte groups of eight slots each: one gather of
+        32-bit words (see :attr:`advance_words`) and a shift per slot, instead of two byte
+        gathers per slot.
         """
-        first = (anchors >> 3) * 3  # = anchors * 3 // 8, exact for multiples of 8
-        at = first[:, None] + _ROW_BYTES[None, :]
-        np.minimum(at, self.advance.size - 1, out=at)  # past the stream's end: masked later
-        raw = self.advance[at].reshape(-1, _ROW // 8, 3).astype(np.int32)
-        packed = raw[..., 0] | (raw[..., 1] << 8) | (raw[..., 2] << 16)
-        steps = (packed[..., None] >> _ROW_SHIFTS) & 7
-        steps += 1
+        groups = (anchors >> 3)[:, None] + _ROW_GROUPS
+        if int(groups[:, -1].max()) >= self.advance_words.size:
+            # A row reaching the stream's last bytes, where a 32-bit word would run past
+            # the array: read those rows byte by byte.
+            return self._row_advances_bytewise(anchors)
+        steps = (self.advance_words[groups][..., None] >> _ROW_SHIFTS) & np.uint32(7)
         decoded: _IntArray = steps.reshape(anchors.size, _ROW).astype(np.int64)
+        decoded += 1
+        return decoded
+
+    def _row_advances_bytewise(self, anchors: _IntArray) -> _IntArray:
+        """:meth:`_row_advances` for rows at the end of the stream (bytes past it read as
+        the last byte: those slots lie beyond the last work, and verification masks them)."""
+        at = ((anchors >> 3) * 3)[:, None] + _ROW_BYTES
+        np.minimum(at, self.advance.size - 1, out=at)
+        raw = self.advance[at].reshape(-1, _ROW // 8, 3).astype(np.uint32)
+        packed = raw[..., 0] | (raw[..., 1] << np.uint32(8)) | (raw[..., 2] << np.uint32(16))
+        steps = (packed[..., None] >> _ROW_SHIFTS) & np.uint32(7)
+        decoded: _IntArray = steps.reshape(anchors.size, _ROW).astype(np.int64)
+        decoded += 1
         return decoded
 
     def verify(
@@ -601,16 +630,17 @@ class _Segment:
         checkpoint anchors the row's running sum of advances); every fingerprint in it is
         compared with the query's fingerprints lying within :data:`_DIAGONAL_TOLERANCE` words
         of the seed's diagonal. Positions stay relative to the row's checkpoint until the
-        few pairs found are converted (this runs once per document with a seed hit, so its
-        cost is mostly the number of array operations, kept low).
+        few pairs found are converted. This runs once per document with a seed hit and most
+        of its cost is the number of array operations, so they are kept few.
         """
-        work = np.searchsorted(self.slot_starts, seed_slots, side="right") - 1
-        low = np.maximum(seed_slots - NEIGHBOURHOOD, self.slot_starts[work])
-        high = np.minimum(seed_slots + NEIGHBOURHOOD + 1, self.slot_starts[work + 1])
+        work = np.searchsorted(self.slot_starts[1:], seed_slots, side="right")
+        spans = self.work_slots[work]
+        low = np.maximum(seed_slots - NEIGHBOURHOOD, spans[:, 0])
+        high = np.minimum(seed_slots + (NEIGHBOURHOOD + 1), spans[:, 1])
         anchor = low & ~(_BLOCK - 1)
         steps = self._row_advances(anchor)
         steps[:, 0] = 0  # a block's first slot sits at its checkpoint
-        positions = np.cumsum(steps, axis=1)
+        positions = np.cumsum(steps, axis=1, out=steps)
         seed_column = seed_slots - anchor
         inside = (_ROW_COLUMNS >= (low - anchor)[:, None]) & (
             _ROW_COLUMNS < (high - anchor)[:, None]
@@ -618,12 +648,13 @@ class _Segment:
         rows, columns = np.nonzero(inside)
         slots = anchor[rows] + columns
         local = positions[rows, columns]
-        hashes = self.hash8[slots].astype(np.int16) + 1
+        hashes = self.hash8[slots].astype(np.int16)
+        hashes += 1
         # Where each fingerprint would sit in the padded query on the seed's diagonal, minus
         # the tolerance; the padding (see _QueryView) keeps every index inside the array.
         diagonal = query.positions[seed_query] - positions[np.arange(seed_slots.size), seed_column]
-        expected = local + (diagonal + (_QUERY_PAD - _DIAGONAL_TOLERANCE))[rows]
-        at = expected[:, None] + _TOLERANCE_OFFSETS[None, :]
+        diagonal += _QUERY_PAD - _DIAGONAL_TOLERANCE
+        at = (local + diagonal[rows])[:, None] + _TOLERANCE_OFFSETS
         pair, shift = np.nonzero(query.dense[at] == hashes[:, None])
         if self.fillers.size:
             # Fillers are not fingerprints; their stored hash8 is 0, so only pairs on that
@@ -636,9 +667,8 @@ class _Segment:
         query_at = at[pair, shift] - _QUERY_PAD
         row = rows[pair]
         base = self.checkpoints[anchor // _BLOCK].astype(np.int64) - self.word_starts[work]
-        seed_pair = (columns[pair] == seed_column[row]) & (
-            query_at == query.positions[seed_query[row]]
-        )
+        # The seed itself: its column, on the diagonal exactly.
+        seed_pair = (columns[pair] == seed_column[row]) & (shift == _DIAGONAL_TOLERANCE)
         return self.works[work[row]], local[pair] + base[row], query_at, seed_pair
 
 
