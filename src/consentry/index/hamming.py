@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, overload
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -59,7 +59,7 @@ from consentry.fingerprint.image import (
     VARIANT_SEP,
     decode_local_features,
 )
-from consentry.index.verify import verify_similarity
+from consentry.index.verify import fit_similarity
 
 __all__ = [
     "GLOBAL_THRESHOLD",
@@ -144,7 +144,13 @@ class _Segment:
         return len(self.codes)
 
     def search(
-        self, queries: _U8, radius: int, *, flips: bool = True, max_bucket: int = 0
+        self,
+        queries: _U8,
+        radius: int,
+        *,
+        flips: bool = True,
+        max_bucket: int = 0,
+        unique: bool = True,
     ) -> tuple[_I64, _I64, _I64]:
         """``(query, entry, distance)`` of candidates within ``radius``.
 
@@ -152,6 +158,8 @@ class _Segment:
         many beyond), for 17 times fewer probes: ORB descriptors crowd into few buckets.
         With ``max_bucket`` (> 0), buckets holding more entries than that are skipped: chunk
         values shared by a large part of the index say little, and cost most of the time.
+        Without ``unique``, a code found through several chunks is listed once per chunk,
+        in no particular order (for callers that de-duplicate anyway: saves a sort).
         """
         empty = np.empty(0, np.int64)
         if len(self) == 0 or len(queries) == 0:
@@ -196,6 +204,8 @@ class _Segment:
             keep = np.flatnonzero(distances <= radius)
             found_by = query_of[keep]
         found, found_distance = entries[keep], distances[keep]
+        if not unique:
+            return found_by, found, found_distance
         keys = found_by * len(self) + found
         by_key = np.argsort(keys, kind="stable")
         sorted_keys = keys[by_key]
@@ -241,26 +251,51 @@ class CodeIndex:
             self.delta = _Segment.build(codes, owner, aux)
 
     def search(
-        self, queries: _U8, radius: int, *, flips: bool = True, bucket_factor: int = 0
+        self,
+        queries: _U8,
+        radius: int,
+        *,
+        flips: bool = True,
+        bucket_factor: int = 0,
+        unique: bool = True,
     ) -> tuple[_I64, _U32, _U32, _I64]:
         """``(query, owner, aux, distance)`` of indexed codes within ``radius``.
 
         ``bucket_factor`` (> 0) skips buckets holding more than that many times the mean
-        bucket size (at least :data:`MIN_BUCKET_CAP` entries), see :meth:`_Segment.search`.
+        bucket size (at least :data:`MIN_BUCKET_CAP` entries); ``unique``: see
+        :meth:`_Segment.search`.
         """
+        return self.search_ranked(
+            queries, radius, flips=flips, bucket_factor=bucket_factor, unique=unique
+        )[:4]
+
+    def search_ranked(
+        self,
+        queries: _U8,
+        radius: int,
+        *,
+        flips: bool = True,
+        bucket_factor: int = 0,
+        unique: bool = True,
+    ) -> tuple[_I64, _U32, _U32, _I64, _I64]:
+        """:meth:`search`, plus each code's rank in the index (main segment first, then
+        delta, each in insertion order at its last build): a stable tie-breaker."""
         self.seal()
         found = []
+        offset = 0
         for segment in (self.main, self.delta):
             cap = 0
             if bucket_factor > 0:
                 cap = max(MIN_BUCKET_CAP, bucket_factor * len(segment) // _BUCKETS)
-            q, e, d = segment.search(queries, radius, flips=flips, max_bucket=cap)
-            found.append((q, segment.owner[e], segment.aux[e], d))
+            q, e, d = segment.search(queries, radius, flips=flips, max_bucket=cap, unique=unique)
+            found.append((q, segment.owner[e], segment.aux[e], d, e + offset))
+            offset += len(segment)
         return (
             np.concatenate([f[0] for f in found]),
             np.concatenate([f[1] for f in found]),
             np.concatenate([f[2] for f in found]),
             np.concatenate([f[3] for f in found]),
+            np.concatenate([f[4] for f in found]),
         )
 
 
@@ -347,7 +382,7 @@ class HammingIndex:
     ) -> list[tuple[int, WorkMatch]]:
         queries: list[bytes] = []
         families: list[int] = []  # 0: pdq, 1: pdqr
-        rotated: list[tuple[bytes, int, str]] = []
+        rotated: list[tuple[Fingerprint, int, str]] = []
         for fp in fingerprints:
             if fp.kind not in (KIND_PDQ, KIND_REGION):
                 continue
@@ -356,7 +391,8 @@ class HammingIndex:
             # "rotate-90" etc. are PDQ's dihedral variants, not small rotations.
             small = variant.removeprefix(ROTATION_VARIANT)
             if variant.startswith(ROTATION_VARIANT) and small[:1] in "+-" and small[1:] in _SMALL:
-                rotated.append((_code(fp.value), family, small))
+                # Not read yet: the fingerprinter computes these values on first read.
+                rotated.append((fp, family, small))
             else:
                 queries.append(_code(fp.value))
                 families.append(family)
@@ -366,7 +402,10 @@ class HammingIndex:
         # Rotation-compensated codes are extra chances to match, so extra chances of a false
         # match too: they are tried only for items nothing else matched.
         return self._lookup_global(
-            [r[0] for r in rotated], [r[1] for r in rotated], threshold, [r[2] for r in rotated]
+            [_code(r[0].value) for r in rotated],
+            [r[1] for r in rotated],
+            threshold,
+            [r[2] for r in rotated],
         )
 
     def _lookup_global(
@@ -406,8 +445,14 @@ class HammingIndex:
         if not local or len(self.local_codes) == 0:
             return []
         xy, descriptors = decode_local_features(local[0].value)
-        q, owner, aux, dist = self.local_codes.search(
-            descriptors, LOCAL_RADIUS, flips=False, bucket_factor=LOCAL_BUCKET_FACTOR
+        # Matches found through several chunks are listed several times: harmless below,
+        # where every step keeps one match per keypoint, and cheaper than sorting them out.
+        q, owner, aux, dist, rank = self.local_codes.search_ranked(
+            descriptors,
+            LOCAL_RADIUS,
+            flips=False,
+            bucket_factor=LOCAL_BUCKET_FACTOR,
+            unique=False,
         )
         # Cheap rejection: a work can have no more inliers than distinct query keypoints
         # matched to it, so works with fewer than the inlier threshold are never verified.
@@ -416,16 +461,43 @@ class HammingIndex:
             return []
         nq = len(descriptors)
         pairs = _distinct(owner.astype(np.int64) * nq + q)
-        works, distinct = _distinct(pairs // nq, counts=True)
+        works, distinct = _runs(pairs // nq)
         keep = distinct >= needed
         works, distinct = works[keep], distinct[keep]
         if len(works) == 0:
             return []
-        top = np.lexsort((works, -distinct))[:MAX_VERIFIED]
+        top = works[np.lexsort((works, -distinct))[:MAX_VERIFIED]]
+        # One match per query keypoint (its closest), then one per registered keypoint, for
+        # all candidate works at once: sorting integer keys once is several times cheaper
+        # than sorting coordinates per work. Keypoints are compared by position (packed as
+        # in ``aux``), ties keep the earlier match: the same pairs, in the same order, as
+        # :func:`~consentry.index.verify.verify_similarity` would keep.
+        chosen = np.zeros(len(self._work_ids), bool)
+        chosen[top] = True
+        mine = np.flatnonzero(chosen[owner])
+        q_key = _pack_xy(xy)[q[mine]].astype(np.int64)
+        owner_m, aux_m, dist_m, entry_m = (
+            owner[mine].astype(np.int64),
+            aux[mine].astype(np.int64),
+            dist[mine],
+            rank[mine],
+        )
+        # The entry number breaks ties between equally close registered keypoints, as the
+        # order of de-duplicated search results did before.
+        order = np.lexsort((entry_m, dist_m, q_key, owner_m))
+        kept = order[_first_of_runs(owner_m[order], q_key[order])]
+        order = kept[np.lexsort((dist_m[kept], aux_m[kept], owner_m[kept]))]
+        kept = order[_first_of_runs(owner_m[order], aux_m[order])]
+        owners_kept = owner_m[kept]
+        bounds = np.searchsorted(owners_kept, top)
+        ends = np.searchsorted(owners_kept, top, side="right")
+        query_points = xy[q[mine[kept]]]
+        registered_points = _unpack_xy(aux[mine[kept]])
         out: list[tuple[int, WorkMatch]] = []
-        for ordinal in (int(w) for w in works[top]):
-            mine = owner == ordinal
-            verified = verify_similarity(xy[q[mine]], _unpack_xy(aux[mine]), dist[mine])
+        for ordinal, lo, hi in zip(top.tolist(), bounds.tolist(), ends.tolist(), strict=True):
+            if hi - lo < min_inliers:
+                continue  # fewer one-to-one matches than inliers needed: no need to fit
+            verified = fit_similarity(query_points[lo:hi], registered_points[lo:hi])
             if verified is None or verified.inliers < min_inliers:
                 continue
             evidence = {
@@ -549,22 +621,27 @@ def _remove_unreferenced(directory: Path, stems: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
-@overload
-def _distinct(values: _I64) -> _I64: ...
-@overload
-def _distinct(values: _I64, *, counts: Literal[True]) -> tuple[_I64, _I64]: ...
-def _distinct(values: _I64, *, counts: bool = False) -> _I64 | tuple[_I64, _I64]:
-    """Sorted distinct values (and their counts), by sorting: NumPy 2's hash-based
-    ``np.unique`` is an order of magnitude slower on these small integer arrays."""
-    ordered = np.sort(values)
+def _distinct(values: _I64) -> _I64:
+    """Sorted distinct values, by sorting: NumPy 2's hash-based ``np.unique`` is an order
+    of magnitude slower on these small integer arrays."""
+    return _runs(np.sort(values))[0]
+
+
+def _runs(ordered: _I64) -> tuple[_I64, _I64]:
+    """Distinct values of a sorted array and how many times each occurs."""
     first = np.ones(len(ordered), bool)
     first[1:] = ordered[1:] != ordered[:-1]
-    distinct: _I64 = ordered[first]
-    if not counts:
-        return distinct
     starts = np.flatnonzero(first)
-    tally: _I64 = np.diff(np.append(starts, len(ordered))).astype(np.int64)
-    return distinct, tally
+    counts: _I64 = np.diff(np.append(starts, len(ordered))).astype(np.int64)
+    values: _I64 = ordered[starts]
+    return values, counts
+
+
+def _first_of_runs(major: _I64, minor: _I64) -> npt.NDArray[np.bool_]:
+    """Where a run of equal ``(major, minor)`` pairs starts (the arrays sorted by them)."""
+    first = np.ones(len(major), bool)
+    first[1:] = (major[1:] != major[:-1]) | (minor[1:] != minor[:-1])
+    return first
 
 
 def _code(value: str) -> bytes:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["REPROJECTION_PX", "SCALE_RANGE", "Verified", "verify_similarity"]
+__all__ = ["REPROJECTION_PX", "SCALE_RANGE", "Verified", "fit_similarity", "verify_similarity"]
 
 #: RANSAC inlier threshold, in pixels of the 256-pixel working copy.
 REPROJECTION_PX: Final = 4.0
@@ -66,15 +66,25 @@ def verify_similarity(
     q, r = q[order], r[order]
     first = np.ones(len(r), bool)
     first[1:] = np.any(r[1:] != r[:-1], axis=1)
-    q, r = q[first], r[first]
-    if len(q) < _MIN_POINTS:
+    return fit_similarity(q[first], r[first])
+
+
+def fit_similarity(
+    query_xy: npt.NDArray[np.float64], registered_xy: npt.NDArray[np.float64]
+) -> Verified | None:
+    """RANSAC similarity between one-to-one matched points, as :func:`verify_similarity`
+    after its step 1 (the index does that step for all candidate works at once, which is
+    much cheaper than once per work). The points must be ordered by registered position
+    (x, then y): RANSAC draws its samples by position in the list.
+    """
+    if len(query_xy) < _MIN_POINTS:
         return None
     # 2. Fit with RANSAC. OpenCV's RANSAC draws from its global RNG: seed it so that the
     # same item gives the same answer on every run.
     cv2.setRNGSeed(_SEED)
     fitted: tuple[Any, Any] = cv2.estimateAffinePartial2D(
-        q.astype(np.float32),
-        r.astype(np.float32),
+        query_xy.astype(np.float32),
+        registered_xy.astype(np.float32),
         method=cv2.RANSAC,
         ransacReprojThreshold=REPROJECTION_PX,
         maxIters=_RANSAC_ITERATIONS,
@@ -88,4 +98,4 @@ def verify_similarity(
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         return None
     rotation = math.degrees(math.atan2(float(matrix[1, 0]), float(matrix[0, 0])))
-    return Verified(int(mask.sum()), len(q), scale, rotation)
+    return Verified(int(mask.sum()), len(query_xy), scale, rotation)
