@@ -21,6 +21,7 @@ from consentry.fingerprint.text import (
     TextFingerprint,
     TextFingerprinter,
     _fingerprint_tokens,
+    _hash_joined,
     _token_batches,
     containment,
     decode_fingerprint,
@@ -117,6 +118,21 @@ def test_token_hashes_are_deterministic_and_normalisation_invariant() -> None:
     # Pinned values: fingerprints made on one machine must match on every other.
     assert token_hashes("a").tolist() == token_hashes("A").tolist()
     assert token_hashes("ab ba")[0] != token_hashes("ab ba")[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.binary(max_size=12).map(lambda b: b.replace(b"\x1f", b"")), st.integers(1, 3))
+    )
+)
+def test_loosely_joined_tokens_hash_like_tokens_alone(parts: list[tuple[bytes, int]]) -> None:
+    # Runs of separators (a loose join) and empty tokens contribute nothing; every token
+    # hashes as it would alone.
+    joined = b"".join(token + b"\x1f" * gap for token, gap in parts)
+    tokens = [token for token, _ in parts if token]
+    alone = [int(_hash_joined(token)[0]) for token in tokens]
+    assert _hash_joined(b"\x1f" + joined).tolist() == alone
 
 
 def test_token_hash_is_independent_of_batch_position() -> None:

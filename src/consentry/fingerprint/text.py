@@ -163,18 +163,15 @@ def _hash_joined(joined: bytes) -> _UInt64Array:
     """Hash every token of a U+001F-joined UTF-8 batch (see the module docstring, step 2);
     empty tokens (repeated separators) are skipped."""
     raw = np.frombuffer(joined, dtype=np.uint8)
-    cuts = np.flatnonzero(raw == _SEPARATOR_BYTE)
-    # Token i spans bounds[i] + 1 .. bounds[i + 1] (exclusive).
-    bounds = np.empty(cuts.size + 2, dtype=np.int64)
-    bounds[0] = -1
-    bounds[1:-1] = cuts
-    bounds[-1] = raw.size
-    starts = bounds[:-1] + 1
-    ends = bounds[1:]
+    # Tokens are the runs of non-separator bytes: their edges are where "is a word byte"
+    # flips (the array is padded with a separator on both sides), starts and ends
+    # alternating. Repeated separators of a loose join so make no empty tokens to filter.
+    edges = np.zeros(raw.size + 2, dtype=np.int8)
+    np.not_equal(raw, _SEPARATOR_BYTE, out=edges[1:-1].view(np.bool_))
+    flips = np.flatnonzero(edges[1:] != edges[:-1])
+    starts = flips[0::2]
+    ends = flips[1::2]
     lengths = ends - starts
-    nonempty = np.flatnonzero(lengths)  # the join may be loose (see iter_joined_utf8)
-    if nonempty.size != lengths.size:
-        starts, ends, lengths = starts[nonempty], ends[nonempty], lengths[nonempty]
     # +1 so that a zero byte would still count; prefix[i] = sum_{j<i} c_j P^j. Built in place
     # (one buffer, no concatenation), like the per-token steps: this function is a hot spot
     # of fingerprinting, and on arrays of a few thousand items temporaries cost as much as
