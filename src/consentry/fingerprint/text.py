@@ -243,10 +243,11 @@ def winnow(hashes: _UInt64Array, window: int = DEFAULT_WINDOW) -> _IntArray:
     than ``window`` form a single window. ``window=1`` selects every index.
 
     The window minima come from ``log2(w) + 1`` element-wise ``minimum`` operations over
-    doubling spans and the rightmost minimal index from ``w`` shifted comparisons (contiguous array work, ``O(n w)``
-    with no Python loop per window; for ``w = 8`` this beats ``argmin`` over a
-    ``sliding_window_view``). Only windows whose minimum is tied are revisited in Python; ties
-    of 64-bit hashes come from repeated k-grams, at most one step per window.
+    doubling spans and the rightmost minimal index from ``w`` shifted comparisons
+    (contiguous array work with no Python loop per window; for ``w = 8`` this beats
+    ``argmin`` over a ``sliding_window_view``). Only windows whose minimum is tied are
+    revisited in Python; ties of 64-bit hashes come from repeated k-grams, at most one step
+    per window.
     """
     if window < 1:
         raise ValueError("window must be at least 1")
