@@ -11,7 +11,8 @@ _PROBE = """
 import json, os, sys
 from click import Context
 from consentry.cli.main import cli
-cli.get_command(Context(cli), "gate")  # what running `consentry gate` imports
+cli.get_command(Context(cli), "gate")  # the command's module, then what it runs:
+import consentry.gate.run
 import consentry.gate.blas as blas
 print(json.dumps({
     "too_late": blas.LOADED_TOO_LATE,

@@ -1348,6 +1348,48 @@ def test_two_workers_write_byte_identical_outputs(
     assert counts.get("unreadable", 0) == (0 if form == "csv" else 2)
 
 
+def test_two_workers_read_a_folder_of_files_as_one_does(
+    reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers get file paths and read the files themselves (the main process reads none):
+    decisions, report and the copied subset are those of one worker, byte for byte."""
+    from consentry.gate import run as run_module
+
+    monkeypatch.setattr(run_module, "_DECIDE_WHILE_WORKERS_START", False)
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    registered = [reg.text(name) for name in ("story", "poem", "lyrics", "essay")]
+    for i in range(60):
+        text = registered[i % 4] if i % 3 == 0 else f"Unregistered note {i}.\n"
+        (folder / ("sub" if i % 2 else "") / f"n{i:03d}.txt").write_text(text, encoding="utf-8")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        policy_toml(reg.lab, ["grant"], at='"2026-12-01T00:00:00Z"'), encoding="utf-8"
+    )
+    outs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        ok(
+            *gate_args(reg, folder, out, "--policy", policy, "--chunk-size", "7"),
+            "--workers",
+            workers,
+        )
+        outs[workers] = out
+    one, two = outs["1"], outs["2"]
+    for name in ("decisions.parquet", "report.html"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert manifest(one)["admitted"] == manifest(two)["admitted"]
+    admitted = manifest(two)["admitted"]["files"]
+    assert admitted  # granted registered texts were admitted and copied
+    for name in admitted:
+        assert (two / name).read_bytes() == (one / name).read_bytes()
+        assert (two / name).read_bytes() == (folder / name.removeprefix("admitted/")).read_bytes()
+    rows = {row["key"]: row for row in decisions(two)}
+    assert len(rows) == 60
+    assert rows["n000.txt"]["work_ids"] == [reg.works["story"]]
+    assert rows["sub/n001.txt"]["work_ids"] == []
+
+
 # --- the report in a real browser -------------------------------------------------------------
 
 

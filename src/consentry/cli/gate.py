@@ -16,8 +16,7 @@ from consentry.cli.progress import progress
 from consentry.errors import InvalidInputError
 from consentry.gate.logbundle import load_signer_file
 from consentry.gate.policy import load_policy, policy_from_mapping
-from consentry.gate.run import run_gate
-from consentry.gate.snapshot import export_snapshot, read_manifest, verify_snapshot
+from consentry.gate.pool import start_workers_early
 from consentry.gate.sources import ColumnMap, open_source
 from consentry.ledger.keys import load_operator_signer
 
@@ -61,6 +60,8 @@ def snapshot_export(app: AppContext, out: Path, as_json: bool) -> None:
     events with proofs against a fresh checkpoint; no e-mail addresses (parties appear by id
     and display name only). Signed with the operator key of the home.
     """
+    from consentry.gate.snapshot import export_snapshot
+
     db = app.database()
     signer = load_operator_signer(db.settings.home)
     # One write transaction: the log cannot grow between the checkpoint and the export.
@@ -87,6 +88,8 @@ def snapshot_info(
     as_json: bool,
 ) -> None:
     """Show a snapshot's id, counts and files; verifies signature, hashes and log proofs."""
+    from consentry.gate.snapshot import read_manifest, verify_snapshot
+
     if no_verify:
         manifest = read_manifest(path)
         pinned = False
@@ -209,6 +212,12 @@ def gate(
     problems (a signature that does not verify with --operator-key included) stop the run
     before it starts; unreadable items are denied as `unreadable`.
     """
+    if workers > 1:
+        # The forkserver imports the gate on the other core while this process does (below).
+        start_workers_early()
+    # Imported here, not with this module: only now do the workers' imports overlap them.
+    from consentry.gate.run import run_gate
+
     signer = load_signer_file(sign_key) if sign_key is not None else None
     if policy_file is not None:
         if licensee or purpose:

@@ -27,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import multiprocessing
-import os
 import queue
 import shutil
 import threading
@@ -63,6 +61,7 @@ from consentry.gate.logbundle import (
     sign_statement,
 )
 from consentry.gate.policy import policy_from_mapping, policy_to_json
+from consentry.gate.pool import pool_context
 from consentry.gate.report import Tally, render_report
 from consentry.gate.sinks import write_subset
 from consentry.gate.snapshot import Snapshot, SnapshotLog
@@ -173,23 +172,6 @@ def _decide_part(
 # -- main side ---------------------------------------------------------------------------------
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """Worker processes that start fast and use one core each.
-
-    Not ``fork``: the parent may hold threads (pyarrow's pools) that fork would copy mid-state.
-    ``forkserver`` starts one clean server that imports the gate once and forks workers from
-    it (0.1 s each instead of ~1 s of imports); ``spawn`` where it does not exist. Both start
-    from a fresh interpreter that reads ``OPENBLAS_NUM_THREADS=1`` before numpy loads, so N
-    workers use N cores instead of N x BLAS threads fighting over them.
-    """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["consentry.gate.run"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
 class _Pool:
     """A process pool whose workers start (and load the snapshot) while the caller goes on.
 
@@ -202,7 +184,7 @@ class _Pool:
         self.workers = workers
         self.executor = ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=_pool_context(),
+            mp_context=pool_context(),
             initializer=_init_worker,
             initargs=(
                 str(snapshot_path),
