@@ -451,6 +451,15 @@ def test_decoding_a_value_just_made_returns_its_fingerprint_read_only() -> None:
     assert decoded.hashes.flags.writeable
 
 
+def test_large_fingerprints_are_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(text_module, "_REMEMBER_AT_MOST", 10)
+    value = TextFingerprinter().fingerprint(WORK.encode(), "text")[0].value
+    decoded = decode_fingerprint(value)
+    assert decoded is not decode_fingerprint(value)
+    assert decoded.hashes.flags.writeable
+    assert decoded == fingerprint_text(WORK)
+
+
 def test_markup_media_types_are_stripped() -> None:
     fingerprinter = TextFingerprinter()
     body = " ".join(WORK_WORDS[:100])

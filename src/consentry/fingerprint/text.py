@@ -572,10 +572,17 @@ def _encode_remembered(fingerprint: TextFingerprint) -> str:
     are made read-only so that no caller can change what a later decode returns.
     """
     value = encode_fingerprint(fingerprint)
-    fingerprint.hashes.flags.writeable = False
-    fingerprint.positions.flags.writeable = False
-    _RECENT.append((value, fingerprint))
+    if len(fingerprint) <= _REMEMBER_AT_MOST:
+        fingerprint.hashes.flags.writeable = False
+        fingerprint.positions.flags.writeable = False
+        _RECENT.append((value, fingerprint))
     return value
+
+
+#: Fingerprints (of about 1.1 M words of text, 4 MB of arrays) beyond which a value is not
+#: remembered: the memory held stays small whatever was checked last, and for a document that
+#: large decoding is a small part of the work anyway.
+_REMEMBER_AT_MOST = 1 << 18
 
 
 #: Last encoded (value, fingerprint) pairs, newest last; a few suffice (one document's
