@@ -19,7 +19,9 @@ package versions:
    registered image would count as a false match.
 
 ``python -m bench.imagecorpus`` builds it; :func:`corpus` builds on demand and returns the
-list of kept files.
+list of kept files. :func:`entries` returns the same files with their provenance (source
+package, path inside it, and the package *family*, :func:`package_family`), for benchmarks
+that must keep registered and distractor pictures from unrelated sources.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +61,62 @@ MIN_SIDE = 200
 MAX_SIDE = 1280
 DEDUP_DISTANCE = 40
 _EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+# Name parts that say what kind of files a package holds, not whose they are: wesnoth-1.16-data,
+# wesnoth-music and wesnoth are one source.
+_NOT_A_SOURCE = frozenset(
+    {
+        "art",
+        "artwork",
+        "backgrounds",
+        "common",
+        "data",
+        "default",
+        "extra",
+        "extras",
+        "images",
+        "music",
+        "sounds",
+        "stamps",
+        "textures",
+        "theme",
+        "themes",
+        "wallpapers",
+    }
+)
+_VERSION = re.compile(r"^[0-9][0-9.]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One corpus image and where it came from."""
+
+    path: Path
+    package: str
+    source: str  # path of the original file inside the package
+    family: str  # see package_family
+
+
+def package_family(package: str) -> str:
+    """The source a Debian package's files come from: its name without version numbers and
+    words such as ``data``, ``music`` or ``wallpapers`` (``wesnoth-1.16-data`` -> ``wesnoth``,
+    ``tuxpaint-stamps-default`` -> ``tuxpaint``). A name made only of such words stays whole."""
+    parts = package.lower().split("-")
+    kept = [p for p in parts if p not in _NOT_A_SOURCE and not _VERSION.match(p)]
+    return "-".join(kept) if kept else package.lower()
+
+
+def entries() -> list[Entry]:
+    """The corpus images with their provenance, in :func:`corpus` order (built on first use)."""
+    files = corpus()
+    manifest = json.loads((ROOT / "manifest.json").read_text())
+    if len(manifest) != len(files):  # pragma: no cover - corpus() wrote this very manifest
+        raise RuntimeError(f"{ROOT / 'manifest.json'} does not match the corpus")
+    return [
+        Entry(path, e["package"], e["source"], package_family(e["package"]))
+        for path, e in zip(files, manifest, strict=True)
+    ]
 
 
 def _fetch(package: str) -> Path:
