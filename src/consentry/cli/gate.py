@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -238,7 +239,9 @@ def gate(
             metadata=tuple(meta_columns) or None,  # None: every non-content column
         )
     src = open_source(source, columns=columns, format=fmt)
-    total = src.count()
+    # The total is for the progress bar, which is only drawn on a terminal; counting walks a
+    # folder of files (or reads every Parquet footer) before the first decision.
+    total = src.count() if sys.stderr.isatty() else None
     with progress("gating", total=total) as bar:
         result = run_gate(
             src,

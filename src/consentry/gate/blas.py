@@ -5,7 +5,7 @@ on every core, its threads spinning while they wait for work. The gate paralleli
 processes instead (``--workers N``: N processes, one core each), so BLAS threads only compete:
 on this project's 2-core VM they doubled the CPU time of a 1-worker image run for a few per
 cent of wall clock when the machine was idle, and made it ~5x slower when other work ran
-(3,000 images: 212 s with BLAS threads against 44 s without, load average 5).
+(recognising 3,000 images: 212 s with BLAS threads against 44 s without, load average 5).
 
 OpenBLAS reads ``OPENBLAS_NUM_THREADS`` once, when numpy loads it; a value the user set wins.
 The worker processes inherit the variable (the forkserver starts from this environment).
