@@ -7,9 +7,10 @@ picture. Then:
 
 1. ``pdq``: the conforming PDQ hash of the picture (:mod:`consentry.fingerprint.pdq`) and its
    seven dihedral variants (regions ``full`` and ``full~rotate-90`` ... ``full~flip-minus-1``),
-   plus ``full~rotate-3`` ... ``full~rotate+3``, small rotations as for ``all`` below,
-   for interoperability with ThreatExchange and rotated or mirrored copies. From a reduced
-   JPEG decode the hash is the full picture's up to the resampling
+   plus ``full~rotate-3`` ... ``full~rotate+3``, small rotations as for ``all`` below
+   (PDQ's 64 x 64 downsample turned back, :func:`_turned_back`), for interoperability
+   with ThreatExchange and rotated or mirrored copies. From a reduced JPEG decode the hash
+   is the full picture's up to the resampling
    (:func:`consentry.fingerprint.pdq.pdq_hash`, ``full_size``): within ThreatExchange's
    conformance distance on its test vectors, and 0.2-0.8 bits from the full decode's on
    average on the benchmark corpus.
@@ -21,12 +22,13 @@ picture. Then:
    - ``trim``: the picture without uniform borders (letterbox bars, padding, the flat canvas
      of a screenshot), and ``trim~flip``; emitted only when there is a border to trim;
    - ``all~rotate-3``, ``all~rotate-2``, ``all~rotate+2``, ``all~rotate+3``
-     (:data:`ROTATIONS`): the whole picture turned back by that many degrees, for copies
+     (:data:`ROTATIONS`): the working copy turned back by that many degrees, for copies
      turned slightly (``all~rotate+3`` assumes the item is the work turned 3 degrees
      counter-clockwise). The corners that turning brings in are filled by repeating the
      edge pixels, which keeps the hash closer than a black fill (median 6 vs 20 bits from
      the work's ``all`` hash for 3-degree copies on the benchmark corpus). The index tries
-     them only when the other whole-picture codes match nothing.
+     them only when the other whole-picture codes match nothing, so they are deferred
+     (below).
 
 3. ``orb1``: up to :data:`LOCAL_FEATURES` ORB keypoints of the working copy (OpenCV), each
    as its position (quarter pixels of the working copy, two little-endian uint16) and its
@@ -39,6 +41,14 @@ picture. Then:
 
 Registration and checking compute the same list; the index stores a registered work's
 un-mirrored hashes (``~`` marks query-only variants) and queries with all of the item's.
+
+The small-rotation hashes and ``orb1`` are
+:class:`~consentry.fingerprint.deferred.DeferredFingerprint`: their values are computed
+when first read. The index reads them only for items its cheaper stages did not match, so a
+registered copy costs neither (about 1.5 ms of a 1080p JPEG's fingerprinting); registration
+reads them all. A rotated hash is emitted when its un-turned hash is (quality), and
+``orb1`` when the picture's grey range exceeds ORB's FAST threshold (empty if ORB still
+finds no keypoint).
 
 Hashes of pictures too flat to say anything (PDQ quality below :data:`MIN_QUALITY`, as
 ThreatExchange recommends) are left out, so blank or nearly blank areas never match.
