@@ -13,6 +13,7 @@ from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.image import ImageFingerprinter
 from consentry.index import default_index_factories
 from consentry.index.hamming import CodeIndex, HammingIndex, HammingIndexFactory
+from consentry.index.verify import fit_similarity, verify_similarity
 from test_match_cli import jpeg, picture
 
 
@@ -193,3 +194,46 @@ def test_rotation_variants_match_only_when_nothing_else_does(
     assert "item_rotation_degrees" not in straight[0].evidence
     # Dihedral variants named "rotate-90" are not small rotations.
     assert all(m.stage != "pdq" for m in index.match(query(picture(50))))
+
+
+def test_search_without_unique_lists_the_same_pairs_with_duplicates() -> None:
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 256, (2000, 32), dtype=np.uint8)
+    index = CodeIndex()
+    index.add(codes, np.arange(2000, dtype=np.uint32), np.arange(2000, dtype=np.uint32) * 3)
+    queries = np.stack([flip_bits(codes[i], 8, rng) for i in range(0, 2000, 97)])
+    q, owner, _, dist = index.search(queries, 31)
+    q2, owner2, aux2, dist2, rank = index.search_ranked(queries, 31, unique=False)
+    unique_pairs = set(zip(q.tolist(), owner.tolist(), dist.tolist(), strict=True))
+    listed = list(zip(q2.tolist(), owner2.tolist(), dist2.tolist(), strict=True))
+    assert set(listed) == unique_pairs
+    # A code within 8 bits agrees exactly on at least 8 of its 16 chunks: found repeatedly.
+    assert len(listed) > len(unique_pairs)
+    assert (aux2 == owner2 * 3).all()
+    assert (rank == owner2).all()  # one segment: the rank is the insertion order
+
+
+def test_fit_after_the_index_reduction_equals_verify_similarity() -> None:
+    """The index reduces matches to one per keypoint itself, then fits: same outcome as
+    :func:`verify_similarity` on the raw matches."""
+    rng = np.random.default_rng(5)
+    registered = np.round(rng.uniform(0, 250, (60, 2)) * 4) / 4
+    angle = np.radians(12.0)
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    query = np.round((registered @ turn.T * 0.8 + [20.0, 5.0]) * 4) / 4
+    # Duplicated and noisy matches: a second, worse match for some query points.
+    noise = np.round(rng.uniform(0, 250, (20, 2)) * 4) / 4
+    q = np.concatenate([query, query[:20]])
+    r = np.concatenate([registered, noise])
+    d = np.concatenate([rng.integers(0, 20, 60), rng.integers(25, 40, 20)]).astype(np.int64)
+    raw = verify_similarity(q, r, d)
+    assert raw is not None
+    assert raw.inliers >= 55
+    assert abs(raw.scale - 1.25) < 0.02
+    # The reduction by hand: closest per query point, then ordered by registered position.
+    keep = np.ones(len(q), bool)
+    keep[60:] = False  # the noisy ones are farther than their twins
+    order = np.lexsort((r[keep][:, 1], r[keep][:, 0]))
+    fitted = fit_similarity(q[keep][order], r[keep][order])
+    assert fitted == raw
+    assert fit_similarity(q[:3], r[:3]) is None
