@@ -31,7 +31,12 @@ REPROJECTION_PX: Final = 4.0
 #: Scale factors (query to registered) accepted as a plausible copy.
 SCALE_RANGE: Final = (0.2, 6.0)
 _MIN_POINTS: Final = 4
-_RANSAC_ITERATIONS: Final = 500
+# At most this many RANSAC samples. A similarity needs 2 points per sample, so 200 samples
+# find a transform with 99 % confidence down to 15 % inliers among the matches. Most fits
+# are of candidate works that do not match at all, which run to this limit: on the
+# benchmark 200 instead of 500 cut the local stage by 13 % with every family's recall and
+# the false-match count unchanged; 100 lost one 20 %-crop match.
+_RANSAC_ITERATIONS: Final = 200
 _CONFIDENCE: Final = 0.99
 _SEED: Final = 20240611
 
