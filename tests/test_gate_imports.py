@@ -19,7 +19,7 @@ print(json.dumps({
     "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     "numpy": "numpy" in sys.modules,
     "heavy": sorted(m for m in ("sqlalchemy", "alembic", "fastapi", "consentry.store",
-                                "consentry.ledger.log") if m in sys.modules),
+                                "consentry.ledger.log", "iscc_core", "pydantic") if m in sys.modules),
 }))
 """
 
@@ -46,5 +46,6 @@ def test_a_blas_thread_count_the_user_set_is_kept() -> None:
 
 
 def test_gate_command_does_not_import_the_registry_database_code() -> None:
-    # Snapshot loading is the gate's; exporting (SQLAlchemy, tables, ledger) is the registry's.
+    # Snapshot loading is the gate's; exporting (SQLAlchemy, tables, ledger) is the registry's,
+    # and so is the ISCC (iscc-core and the pydantic it brings: registration only).
     assert _probe()["heavy"] == []

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 
-import iscc_core
-
 from consentry.fingerprint.base import Fingerprint
 
 __all__ = ["ExactFingerprinter", "IsccFingerprinter", "iscc_code", "sha256_hex"]
@@ -22,6 +20,11 @@ def sha256_hex(data: bytes) -> str:
 
 
 def iscc_code(data: bytes) -> str:
+    # Imported here, not at module level: iscc-core pulls in pydantic and loguru (~0.1 s),
+    # and only registration computes an ISCC; the gate, `check` and `match` never do, and
+    # every gate worker would otherwise pay that import before its first item.
+    import iscc_core
+
     data_code = iscc_core.gen_data_code_v0(io.BytesIO(data))["iscc"]
     instance_code = iscc_core.gen_instance_code_v0(io.BytesIO(data))["iscc"]
     code = iscc_core.gen_iscc_code_v0([data_code, instance_code])["iscc"]
