@@ -80,7 +80,7 @@ class DistanceTail:
 
 
 def distance_tail_fit(
-    counts: npt.NDArray[np.int64], *, min_count: int = 25, max_cdf: float = 0.02
+    counts: npt.NDArray[np.int64], *, min_count: int = 25, max_cdf: float = 1e-4
 ) -> DistanceTail:
     """Fit both tail models to a histogram of integer distances (``counts[d]``).
 
