@@ -19,7 +19,8 @@ print(json.dumps({
     "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     "numpy": "numpy" in sys.modules,
     "heavy": sorted(m for m in ("sqlalchemy", "alembic", "fastapi", "consentry.store",
-                                "consentry.ledger.log", "iscc_core", "pydantic") if m in sys.modules),
+                                "consentry.ledger.log", "iscc_core", "pydantic")
+                    if m in sys.modules),
 }))
 """
 
