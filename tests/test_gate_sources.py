@@ -346,11 +346,32 @@ def test_jsonl_rows_become_text_items(tmp_path: Path) -> None:
     assert found[0].metadata == {"id": "w1", "licence": "cc-by"}
     assert found[1].metadata["url"] == "https://example.org/2"
     assert found[0].record == json.dumps(JSONL_ROWS[0]).encode() + b"\n"
-    assert source.count() is None
+    assert source.count() == len(found)  # the progress bar's total
     identity = source.identity()
     assert identity["files"] == [
         {"name": "d.jsonl", "size": source.root.stat().st_size, "sha256": sha256(source.root)}
     ]
+
+
+def test_jsonl_count_is_the_number_of_items_read(tmp_path: Path) -> None:
+    # Blank and whitespace-only lines are skipped by the reader and by the count; CRLF, an
+    # invalid line, an overlong line and a last line without a terminator are items; lines
+    # straddle the counter's 1 MiB blocks.
+    row = json.dumps({"text": "x" * 300}).encode()
+    lines = []
+    for i in range(8_000):
+        lines.append(row + (b"\r\n" if i % 3 else b"\n"))
+        if i % 7 == 0:
+            lines.append(b"\n" if i % 2 else b" \t\r\n")
+    lines += [b"{not json\n", b'{"text": "' + b"y" * 5_000 + b'"}\n', b"\n", row]
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"".join(lines))
+    assert path.stat().st_size > 2 << 20
+    source = open_source(path, max_item_bytes=4_000)
+    found = items(source)
+    assert len(found) == 8_003
+    assert sum(item.error is not None for item in found) == 2
+    assert source.count() == len(found)
 
 
 def test_jsonl_key_column_and_gzip(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ import io
 import itertools
 import json
 import os
+import re
 import stat
 import tarfile
 import zlib
@@ -68,6 +69,9 @@ from consentry.errors import ConfigurationError, InvalidInputError, UnreadableIn
 from consentry.filehash import hash_file
 from consentry.fingerprint.media import detect_media_type
 from consentry.gate.item import Item
+
+# A line the JSON Lines reader skips: nothing but whitespace (what bytes.strip() removes).
+_BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*\n", re.MULTILINE)
 
 __all__ = [
     "BATCH_ROWS",
@@ -787,8 +791,26 @@ class JsonlSource(_RowFileSource):
             load=load,
         )
 
-    def count(self) -> None:
-        return None
+    def count(self) -> int | None:
+        """Non-blank lines of an uncompressed file, counted in C over 1 MiB blocks (~1 s per
+        GB, only for the progress bar on a terminal); ``None`` for gzip, which would have to
+        be decompressed twice."""
+        if self.gzip:
+            return None
+        lines = 0
+        try:
+            with self.root.open("rb") as stream:
+                carry = b""
+                while block := stream.read(1 << 20):
+                    block = carry + block
+                    cut = block.rfind(b"\n") + 1  # whole lines only; the rest goes on
+                    whole, carry = block[:cut], block[cut:]
+                    lines += whole.count(b"\n") - len(_BLANK_LINE.findall(whole))
+                if carry.strip():
+                    lines += 1  # a last line without its terminator
+        except OSError:
+            return None  # the run itself reports what cannot be read
+        return lines
 
     def underlying_files(self) -> list[tuple[str, Path]]:
         return [(self.root.name, self.root)]
