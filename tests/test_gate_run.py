@@ -11,6 +11,7 @@ temporary home.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -1211,6 +1212,40 @@ def interrupt(args: list[str | Path], out: Path, after_chunks: int) -> None:
         fails(*args, match="aborted|interrupted")
     assert len(list((out / ".gate-work" / "chunks").glob("*.leaves"))) == after_chunks
     assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_chunk_that_cannot_be_written_stops_the_run_and_resume_finishes_it(
+    reg: Registry, tmp_path: Path, workers: str
+) -> None:
+    # A full disk while saving the resume state: one clear error line, no outputs, and the
+    # whole chunks already saved are kept, so --resume ends as an uninterrupted run would.
+    from consentry.gate import run as run_module
+
+    data = big_corpus(reg, tmp_path / "corpus.jsonl", 400)
+    out, straight = tmp_path / "out", tmp_path / "straight"
+    args = [*gate_args(reg, data, out, *default_policy(reg)), "--chunk-size", "20"]
+    args += ["--workers", workers]
+    real = run_module.write_chunk
+    calls: list[Path] = []
+
+    def full_disk_at_the_fifth(path: Path, leaves: bytes, summary: Any) -> None:
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, leaves, summary)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "write_chunk", full_disk_at_the_fifth)
+        fails(*args, match="No space left on device")
+    assert not (out / "manifest.json").exists()
+    assert not (out / "decisions.parquet").exists()
+    assert 4 <= len(list((out / ".gate-work" / "chunks").glob("*.leaves"))) < 20
+    ok(*args, "--resume")
+    ok(*gate_args(reg, data, straight, *default_policy(reg)), "--chunk-size", "20")
+    assert decisions(out) == decisions(straight)
+    root = manifest(out)["decisions"]["merkle_root"]
+    assert root == manifest(straight)["decisions"]["merkle_root"]
 
 
 def interrupted_run(reg: Registry, data: Path, out: Path, after_chunks: int) -> list[str | Path]:

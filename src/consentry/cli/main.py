@@ -6,6 +6,7 @@ input or usage (one line on stderr naming the problem), 2 internal error.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -109,15 +110,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 1
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(exc)
+        # The machine, not Consentry or the input: a full disk, a read-only mount, missing
+        # permissions. Say which file and what, like any other bad-input error.
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        return 1
     except Exception as exc:  # the last line of defence: any bug becomes exit 2
-        if os.environ.get("CONSENTRY_DEBUG"):
-            traceback.print_exc()
-        click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (set CONSENTRY_DEBUG=1 for a trace)",
-            err=True,
-        )
-        return 2
+        return _internal_error(exc)
     return 0
+
+
+# OSErrors that describe the machine (space, permissions, mounts, limits), reported as
+# errors of the run (exit 1) rather than as Consentry bugs (exit 2).
+_ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENAMETOOLONG,
+    }
+)
+
+
+def _internal_error(exc: BaseException) -> int:
+    if os.environ.get("CONSENTRY_DEBUG"):
+        traceback.print_exc()
+    click.echo(
+        f"internal error: {type(exc).__name__}: {exc} (set CONSENTRY_DEBUG=1 for a trace)",
+        err=True,
+    )
+    return 2
 
 
 def run() -> None:
