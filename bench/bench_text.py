@@ -31,12 +31,14 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.textcorpus import Work, load_works
+from bench.textfa import report as false_attribution_report
 from consentry.fingerprint import fingerprint_all
 from consentry.fingerprint.base import Fingerprinter
 from consentry.fingerprint.text import (
@@ -58,6 +60,9 @@ LENGTHS = (50, 200, 1000)
 ERROR_RATES = (0.0, 0.01, 0.03, 0.05)
 TRANSFORMS = ("plain", "reflow", "html", "shuffle")
 TARGET_FAR = 1e-4
+#: Registered text of the speed benchmark's index (real works plus synthetic fill); the
+#: false-attribution model is also scaled to it.
+SPEED_REGISTRY_BYTES = 1 << 30
 _OCR = {"m": "rn", "l": "1", "e": "c", "o": "0", "i": "l", "h": "b", "u": "v", "a": "o"}
 
 
@@ -182,7 +187,7 @@ def build_documents(
             words = host.split(" ")
             cut = rng.randrange(len(words) + 1)
             text = " ".join(words[:cut]) + f' "{quote}" ' + " ".join(words[cut:])
-            distractors.append(Doc(text, None, kind="quote"))
+            distractors.append(Doc(text, None, length=len(quote.split()), kind="quote"))
             continue
         if roll == 1:  # boilerplate around unrelated text
             text = "Chapter 1\n\n" + rng.choice(BOILERPLATE) + "\n\n" + host
@@ -308,6 +313,28 @@ def run(quick: bool) -> str:
             [how, f"{len(cell)}", f"{np.mean([d.source in shipped[n] for n, d in cell]):.3f}"]
         )
 
+    # False attributions beyond the direct count: lax score distributions and tail models
+    # (bench/textfa.py). The registry is scaled to the speed index's registered text.
+    def cell(keep: Callable[[Doc], bool]) -> tuple[list[dict[str, tuple[int, int]]], list[str]]:
+        chosen = [n for n, d in enumerate(queries) if keep(d)]
+        return [containment_best[n] for n in chosen], [queries[n].source or "" for n in chosen]
+
+    fa_section = false_attribution_report(
+        containment_best[n_queries:],
+        [d.kind for d in distractors],
+        [d.length for d in distractors],
+        {
+            ">= 200 words, <= 3 %": cell(lambda d: d.length >= 200 and d.rate <= 0.03),
+            "50 words, 0 %": cell(lambda d: d.length == 50 and d.rate == 0),
+            "all queries": cell(lambda d: True),
+        },
+        works=len(registered),
+        registered_bytes=registered_bytes,
+        scale_bytes=SPEED_REGISTRY_BYTES,
+        min_words=DEFAULT_MIN_MATCHED_WORDS,
+        min_run=DEFAULT_MIN_RUN,
+    )
+
     speed = _speed(registered, held_out, quick, rng)
     total_s = time.perf_counter() - started
 
@@ -338,6 +365,7 @@ def run(quick: bool) -> str:
     )  # fmt: skip
     out.append("\nRecall by transformation (char errors <= 3 %, all lengths, shipped threshold):\n")
     out.append(_table(["transformation", "queries", "recall"], by_transform))
+    out.append("\n" + fa_section)
     out.append("\n" + speed)
     out.append(f"\n_(text bench total {total_s:.0f} s)_")
     return "\n".join(out)
@@ -379,7 +407,7 @@ def _speed(registered: list[Work], held_out: list[Work], quick: bool, rng: rando
         real_bytes += len(data)
         real_words += winnow.word_count
     bytes_per_word = real_bytes / real_words
-    target_bytes = (100 << 20) if quick else (1 << 30)
+    target_bytes = (100 << 20) if quick else SPEED_REGISTRY_BYTES
     # Synthetic works of 100,000 words each: random 64-bit k-gram hashes winnowed exactly as
     # real text is (so the density, the spacing and the seed selection are those of prose).
     # They cost the index what real works of the same size cost.
