@@ -372,10 +372,11 @@ def report(
     run_fits = _fits(chance.doc_runs, chance.documents, up_to=min_run)
     run_observed = int(np.count_nonzero(chance.doc_runs >= min_run))
     # 4. model C: planted quotations. A quotation of L words is L true words of its work; a
-    # false attribution needs chance to add the rest, so the excess over L is modelled.
+    # false attribution needs chance to add the rest, so the joint score's excess over L is
+    # modelled (without a tail to fit: the one-sided bound of the observed count).
     quoted = ~plain
     quote_len = np.array(planted)[quoted]
-    excess = np.maximum(table.doc_words[quoted] - quote_len, 0)
+    excess = np.maximum(table.doc_joint[quoted] - quote_len, 0)
     longest_quote = int(quote_len.max(initial=0))
     excess_fits = _fits(excess, int(excess.size), up_to=max(min_words - longest_quote, 1))
     q = float(quoted.mean()) if n else 0.0
@@ -390,8 +391,12 @@ def report(
         return min(1.0 if math.isnan(words_p) else words_p, run_p)
 
     def model_c(t: int) -> float:
-        value = _survival(excess_fits, max(t - longest_quote, 0))
-        return 1.0 if math.isnan(value) else value
+        if excess_fits:
+            return _survival(excess_fits, max(t - longest_quote, 0))
+        if excess.size == 0:
+            return 0.0
+        seen = int(np.count_nonzero(excess >= t - longest_quote))
+        return clopper_pearson(seen, int(excess.size), confidence=0.90)[1]
 
     def combined(t: int) -> float:
         return (1 - q) * model_b(t) + q * model_c(t)
@@ -432,6 +437,14 @@ def report(
             f"without a planted quotation have a passage of >= {min_run} words (largest "
             f"{int(chance.doc_runs.max(initial=0))}); its factor is the one-sided 95 % "
             f"Clopper-Pearson bound, {_fmt(run_bound)}."
+        )
+    if not excess_fits and excess.size:
+        out.append(
+            f"\nC has no tail to fit: {int(np.count_nonzero(excess))} of {excess.size:,} "
+            f"planted quotations (up to {longest_quote} words) have a joint score above their "
+            f"length (largest excess {int(excess.max())}; {min_words - longest_quote} needed); "
+            f"its figure is the one-sided 95 % Clopper-Pearson bound of the count, "
+            f"{_fmt(model_c(min_words))}."
         )
     out.append(
         f"\nPer document at {min_words} words: model A {_fmt(_survival(joint_fits, min_words))}; "
