@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import datasketch
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from consentry.errors import UnreadableInputError
 from consentry.fingerprint import fingerprint_all
 from consentry.fingerprint import text as text_module
-from consentry.fingerprint.base import Fingerprinter
+from consentry.fingerprint.base import Fingerprint, Fingerprinter
 from consentry.fingerprint.text import (
     DEFAULT_K,
     DEFAULT_WINDOW,
@@ -35,6 +37,7 @@ from consentry.fingerprint.text import (
     minhash_similarity,
     token_hashes,
     winnow,
+    winnowed_of,
 )
 from consentry.fingerprint.textnorm import normalise
 
@@ -433,31 +436,24 @@ def test_fingerprint_all_asks_for_query_fingerprints_when_recognising() -> None:
     assert recognising == registering[:1]
 
 
-def test_decoding_a_value_just_made_returns_its_fingerprint_read_only() -> None:
-    value = TextFingerprinter().fingerprint(WORK.encode(), "text")[0].value
-    remembered = decode_fingerprint(value)
-    assert remembered is decode_fingerprint(value)
-    assert not remembered.hashes.flags.writeable
-    assert not remembered.positions.flags.writeable
+def test_the_index_reads_a_fresh_fingerprint_without_decoding_it_and_read_only() -> None:
+    made = TextFingerprinter().query_fingerprint(WORK.encode(), "text")[0]
+    arrays = winnowed_of(made)
+    assert arrays is winnowed_of(made)  # the arrays it was made from: nothing decoded
+    assert not arrays.hashes.flags.writeable
+    assert not arrays.positions.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
-        remembered.hashes[0] = 0
-    # An equal string that is another object is decoded (and checked) from its text.
-    copy = "".join(list(value))
-    assert copy == value
-    assert copy is not value
-    decoded = decode_fingerprint(copy)
-    assert decoded is not remembered
-    assert decoded == remembered == fingerprint_text(WORK)
+        arrays.hashes[0] = 0
+    # A plain fingerprint with the same value (read back from a registry) is decoded and
+    # checked from its text, and is the same fingerprint.
+    stored = Fingerprint(made.kind, made.value, made.region)
+    decoded = winnowed_of(stored)
+    assert decoded is not arrays
+    assert decoded == arrays == fingerprint_text(WORK)
     assert decoded.hashes.flags.writeable
-
-
-def test_large_fingerprints_are_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(text_module, "_REMEMBER_AT_MOST", 10)
-    value = TextFingerprinter().fingerprint(WORK.encode(), "text")[0].value
-    decoded = decode_fingerprint(value)
-    assert decoded is not decode_fingerprint(value)
-    assert decoded.hashes.flags.writeable
-    assert decoded == fingerprint_text(WORK)
+    assert stored == made
+    # Crossing a process boundary, it becomes that plain fingerprint.
+    assert type(pickle.loads(pickle.dumps(made))) is Fingerprint  # noqa: S301 - our own bytes
 
 
 def test_markup_media_types_are_stripped() -> None:

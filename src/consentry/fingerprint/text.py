@@ -48,10 +48,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import functools
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +58,7 @@ import numpy.typing as npt
 
 from consentry.errors import UnreadableInputError
 from consentry.fingerprint.base import Fingerprint
+from consentry.fingerprint.deferred import Deferred, DeferredFingerprint
 from consentry.fingerprint.documents import extract_text
 from consentry.fingerprint.textnorm import iter_joined_utf8
 
@@ -88,6 +88,7 @@ __all__ = [
     "minhash_similarity",
     "token_hashes",
     "winnow",
+    "winnowed_of",
 ]
 
 DEFAULT_K = 6
@@ -561,33 +562,35 @@ def encode_fingerprint(fingerprint: TextFingerprint) -> str:
     return base64.b64encode(header + body).decode("ascii")
 
 
-def _encode_remembered(fingerprint: TextFingerprint) -> str:
-    """:func:`encode_fingerprint`, remembering the result for :func:`decode_fingerprint`.
+class _Winnowed(DeferredFingerprint):
+    """A ``text-winnow-v1`` fingerprint that carries the arrays it was made from.
 
-    Checking a document fingerprints it and at once hands the encoded value to the index,
-    which decodes it again: base64, copies and validation cost about a tenth of matching.
-    The fingerprinter therefore keeps its last few (value, fingerprint) pairs, and decoding
-    *that very string object* returns the fingerprint it was made from. Identity, not
-    equality, is checked (O(1), and nothing but this module created the object); the arrays
-    are made read-only so that no caller can change what a later decode returns.
+    Checking a document fingerprints it and at once hands the fingerprint to the index: if
+    the index had to decode the value the fingerprinter had just encoded (base64, copies,
+    validation: about a tenth of matching), the work would be done twice. The index reads
+    the arrays through :func:`winnowed_of` instead, and the text value is encoded only when
+    something reads it (registration stores it; recognition never does). The arrays are
+    read-only, so no reader can change what another one sees. Pickled, it is a plain
+    fingerprint with its encoded value (:class:`DeferredFingerprint`).
     """
-    value = encode_fingerprint(fingerprint)
-    if len(fingerprint) <= _REMEMBER_AT_MOST:
-        fingerprint.hashes.flags.writeable = False
-        fingerprint.positions.flags.writeable = False
-        _RECENT.append((value, fingerprint))
-    return value
+
+    __slots__ = ("winnowed",)
+    winnowed: TextFingerprint
+
+    def __init__(self, winnowed: TextFingerprint) -> None:
+        winnowed.hashes.flags.writeable = False
+        winnowed.positions.flags.writeable = False
+        encoded: Deferred[Mapping[str, str]] = Deferred(lambda: {"": encode_fingerprint(winnowed)})
+        super().__init__(WINNOW_KIND, "full", encoded, "")
+        object.__setattr__(self, "winnowed", winnowed)
 
 
-#: Fingerprints (of about 1.1 M words of text, 4 MB of arrays) beyond which a value is not
-#: remembered: the memory held stays small whatever was checked last, and for a document that
-#: large decoding is a small part of the work anyway.
-_REMEMBER_AT_MOST = 1 << 18
-
-
-#: Last encoded (value, fingerprint) pairs, newest last; a few suffice (one document's
-#: fingerprint is decoded right after it is made), and they bound the memory held.
-_RECENT: collections.deque[tuple[str, TextFingerprint]] = collections.deque(maxlen=4)
+def winnowed_of(fingerprint: Fingerprint) -> TextFingerprint:
+    """The arrays of a ``text-winnow-v1`` fingerprint: those it was made from when it comes
+    from this module's fingerprinter, else decoded (and checked) from its value."""
+    if isinstance(fingerprint, _Winnowed):
+        return fingerprint.winnowed
+    return decode_fingerprint(fingerprint.value)
 
 
 def decode_fingerprint(value: str) -> TextFingerprint:
@@ -596,10 +599,6 @@ def decode_fingerprint(value: str) -> TextFingerprint:
     Raises:
         UnreadableInputError: the value is not a well-formed ``text-winnow-v1`` fingerprint.
     """
-    # A tuple first: iterating the deque itself fails if another thread appends meanwhile.
-    for remembered, fingerprint in reversed(tuple(_RECENT)):
-        if remembered is value:
-            return fingerprint
     raw = _b64decode(value, WINNOW_KIND)
     if len(raw) < _HEADER.size:
         raise UnreadableInputError(f"{WINNOW_KIND} fingerprint is truncated")
@@ -948,7 +947,7 @@ class TextFingerprinter:
         """``text-winnow-v1`` and ``text-minhash-v1`` fingerprints of ``data``."""
         winnowed, signature = self.analyse(data, media_type)
         return [
-            Fingerprint(kind=WINNOW_KIND, value=_encode_remembered(winnowed)),
+            _Winnowed(winnowed),
             Fingerprint(kind=MINHASH_KIND, value=encode_minhash(signature)),
         ]
 
@@ -960,8 +959,4 @@ class TextFingerprinter:
         the signature costs about a quarter of fingerprinting: checking and matching skip it
         (``fingerprint_all(..., query=True)`` calls this method).
         """
-        return [
-            Fingerprint(
-                kind=WINNOW_KIND, value=_encode_remembered(self._winnowed(data, media_type))
-            )
-        ]
+        return [_Winnowed(self._winnowed(data, media_type))]

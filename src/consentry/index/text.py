@@ -92,7 +92,7 @@ from consentry.fingerprint.text import (
     StopHashes,
     TextFingerprint,
     covered_words,
-    decode_fingerprint,
+    winnowed_of,
 )
 
 __all__ = [
@@ -971,7 +971,7 @@ class TextContainmentIndex:
     def add(self, work_id: str, fingerprints: Sequence[Fingerprint], row_id: int) -> None:
         for fp in fingerprints:
             if fp.kind == WINNOW_KIND:
-                self.add_fingerprint(work_id, decode_fingerprint(fp.value))
+                self.add_fingerprint(work_id, winnowed_of(fp))
         self._watermark = max(self._watermark, row_id)
 
     def add_fingerprint(self, work_id: str, fingerprint: TextFingerprint) -> None:
@@ -1001,7 +1001,7 @@ class TextContainmentIndex:
         hits: list[TextHit] = []
         for fp in fingerprints:
             if fp.kind == WINNOW_KIND:
-                hits.extend(self.match_fingerprint(decode_fingerprint(fp.value)))
+                hits.extend(self.match_fingerprint(winnowed_of(fp)))
         best: dict[str, TextHit] = {}
         for hit in hits:
             if hit.work_id not in best or hit.matched_words > best[hit.work_id].matched_words:
