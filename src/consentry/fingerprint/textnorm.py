@@ -116,7 +116,10 @@ def _unicode_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     token = re.compile(rf"{char}(?:{glue}*{char})*")
     # Inside a token after NFKC + casefold: everything but word characters, marks and the
     # separator goes (apostrophes, joiners, hyphen + line break, NFKC's fraction slashes...).
-    junk = re.compile(rf"[^\w{marks}{_SEP}]|_")
+    # ... and combining marks that NFKC put at the start of a token (U+0E33 THAI SARA AM on
+    # its own becomes U+0E4D NIKHAHIT + U+0E32): tokenising the result again would drop
+    # them, and a token must read back as itself (a hypothesis test found this one).
+    junk = re.compile(rf"[^\w{marks}{_SEP}]|_|(?:(?<={_SEP})|^)[{marks}]+")
     return token, junk
 
 
