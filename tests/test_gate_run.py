@@ -36,6 +36,7 @@ import rfc8785
 
 from consentry.cli.demo import write_demo_files
 from consentry.cli.main import main
+from consentry.errors import InvalidInputError
 from consentry.gate.decisions import decision_leaf, read_chunk
 from consentry.gate.logbundle import SNAPSHOT_STATEMENT, sign_statement
 from consentry.gate.snapshot import _manifest_id
@@ -1320,6 +1321,70 @@ def test_two_workers_decide_exactly_as_one(reg: Registry, tmp_path: Path) -> Non
     assert (one / "admitted" / data.name).read_bytes() == (
         two / "admitted" / data.name
     ).read_bytes()
+
+
+def test_chunks_of_items_carrying_their_bytes_end_at_the_byte_cap(
+    reg: Registry, tmp_path: Path
+) -> None:
+    """Sources that hold content in memory (Parquet, tar shards) split by bytes as well as by
+    count, so a chunk of large items stays small; the decisions are those of one big chunk,
+    and resuming with another cap is refused (it would split the source differently)."""
+    from consentry.gate.policy import policy_from_mapping
+    from consentry.gate.run import run_gate
+    from consentry.gate.sources import chunked
+
+    table = make_table(reg, "parquet", tmp_path)
+    source = open_source(table)
+    sizes = [len(item.data or b"") for item in source.scan()]
+    cap = max(sizes) + 1  # at least two items in every chunk but the last
+    split = [raws for _, raws in chunked(source, 1024, cap)]
+    assert sum(map(len, split)) == len(sizes)
+    assert 1 < len(split) < len(sizes)
+    at = 0
+    for raws in split:
+        held = sizes[at : at + len(raws)]
+        assert sum(held[:-1]) < cap  # the chunk ended at the item that reached the cap...
+        assert sum(held) >= cap or at + len(raws) == len(sizes)  # ...or at the end
+        at += len(raws)
+
+    policy = policy_from_mapping(
+        {"licensee": reg.lab, "purpose": PURPOSE, "at": "2026-12-01T00:00:00Z"}
+    )
+    key = reg.operator_pub
+    whole = run_gate(open_source(table), reg.snapshot, policy, tmp_path / "whole", operator_key=key)
+    out = tmp_path / "capped"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_chunk(n: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_gate(
+            open_source(table),
+            reg.snapshot,
+            policy,
+            out,
+            operator_key=key,
+            chunk_max_bytes=cap,
+            on_progress=stop_after_first_chunk,
+        )
+    assert len(list((out / ".gate-work" / "chunks").glob("*.leaves"))) == 1
+    with pytest.raises(InvalidInputError, match="chunk max bytes differs"):
+        run_gate(open_source(table), reg.snapshot, policy, out, operator_key=key, resume=True)
+    capped = run_gate(
+        open_source(table),
+        reg.snapshot,
+        policy,
+        out,
+        operator_key=key,
+        chunk_max_bytes=cap,
+        resume=True,
+    )
+    assert decisions(out) == decisions(whole.out)
+    assert capped.manifest["decisions"]["merkle_root"] == whole.manifest["decisions"]["merkle_root"]
+    assert capped.manifest["counts"] == whole.manifest["counts"]
 
 
 def _mixed_corpus(reg: Registry, path: Path, n: int, form: str) -> tuple[Path, list[str]]:

@@ -18,7 +18,7 @@ from consentry.errors import InvalidInputError
 from consentry.gate.logbundle import load_signer_file
 from consentry.gate.policy import load_policy, policy_from_mapping
 from consentry.gate.pool import start_workers_early
-from consentry.gate.sources import ColumnMap, open_source
+from consentry.gate.sources import DEFAULT_CHUNK_SIZE, ColumnMap, open_source
 from consentry.ledger.keys import load_operator_signer
 
 __all__ = ["gate", "operator_key_options", "snapshot"]
@@ -173,7 +173,7 @@ def snapshot_info(
 )
 @click.option(
     "--chunk-size",
-    default=256,
+    default=DEFAULT_CHUNK_SIZE,
     show_default=True,
     type=click.IntRange(1, 100_000),
     help="Items per resumable chunk.",

@@ -298,6 +298,16 @@ def winnow(hashes: _UInt64Array, window: int = DEFAULT_WINDOW) -> _IntArray:
 # stop hashes
 
 
+def _sorted_distinct(values: _UInt64Array) -> _UInt64Array:
+    """Sorted distinct values. Not ``np.unique``: its first call imports ``numpy.ma`` (~10 ms
+    of every gate worker's start-up), and sorting is all these arrays need."""
+    ordered = np.sort(values)
+    keep = np.ones(ordered.size, dtype=np.bool_)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    result: _UInt64Array = ordered[keep]
+    return result
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class StopHashes:
     """k-gram hashes that never count as evidence (licence boilerplate, legal notices, ...).
@@ -317,7 +327,7 @@ class StopHashes:
         # mask() binary-searches: keep the hashes sorted and unique whatever was passed.
         hashes = np.asarray(self.hashes, dtype=np.uint64)
         if hashes.size > 1 and not bool(np.all(hashes[1:] > hashes[:-1])):
-            hashes = np.unique(hashes)
+            hashes = _sorted_distinct(hashes)
         object.__setattr__(self, "hashes", hashes)
         prefixes = np.zeros(1 << 16, dtype=np.bool_)
         prefixes[(hashes >> _U64(48)).astype(np.intp)] = True
@@ -328,7 +338,7 @@ class StopHashes:
         """Stop hashes made of every word k-gram of ``texts``."""
         parts = [kgram_hashes(token_hashes(text), k) for text in texts]
         merged = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-        return cls(hashes=np.unique(merged), k=k)
+        return cls(hashes=_sorted_distinct(merged), k=k)
 
     def __len__(self) -> int:
         return int(self.hashes.size)

@@ -72,7 +72,13 @@ from consentry.gate.pool import pool_context
 from consentry.gate.report import Tally, render_report
 from consentry.gate.sinks import write_subset
 from consentry.gate.snapshot import Snapshot, SnapshotLog
-from consentry.gate.sources import RawRow, Source
+from consentry.gate.sources import (
+    CHUNK_MAX_BYTES,
+    DEFAULT_CHUNK_SIZE,
+    RawRow,
+    Source,
+    chunked,
+)
 from consentry.ledger.note import Signer, Verifier
 
 __all__ = ["GateRun", "OrdinalSet", "run_gate"]
@@ -83,10 +89,12 @@ MANIFEST_VERSION = 2
 WORK = ".gate-work"
 _FIRST_PART_SIZE = 16
 """Items per task sent to a worker until the cost of an item is known."""
-_PART_SECONDS = 0.02
-"""CPU time a part should take. The pool costs ~0.2 ms of the main process's CPU per task,
-so parts of 20 ms keep that near 1 %; and they are short enough that both workers stay busy
-to the end. 16 images make a part (~11 ms each), 64-256 short texts (~0.3 ms each)."""
+_PART_SECONDS = 0.05
+"""CPU time a part should take. Every part costs the main process a task (pickling, a
+future, merging its summary: ~0.5 ms of CPU, which on 2 cores the workers lack), so parts
+of 50 ms keep that near 1 % (20 ms parts cost 0.3 s more of the main process's CPU over
+50,000 short texts); and they are short enough that both workers stay busy to the end.
+About 5 images make a part (~10 ms each), 250 short texts (~0.2 ms each)."""
 _IN_FLIGHT_PARTS = 4
 """Parts in flight per worker before the reader waits (bounds memory)."""
 _DECIDE_WHILE_WORKERS_START = True
@@ -355,16 +363,9 @@ class _ItemCost:
         return max(1, round(_PART_SECONDS * self.items / self.seconds))
 
 
-def _chunks(source: Source, size: int) -> Iterator[tuple[int, list[Item | RawRow]]]:
-    batch: list[Item | RawRow] = []
-    chunk_no = 0
-    for raw in source.raw_items():
-        batch.append(raw)
-        if len(batch) == size:
-            yield chunk_no, batch
-            chunk_no, batch = chunk_no + 1, []
-    if batch:
-        yield chunk_no, batch
+def _first_ordinal(raws: list[Item | RawRow]) -> int:
+    first = raws[0]
+    return first.ordinal if isinstance(first, Item) else first[0]
 
 
 class _Identity:
@@ -398,13 +399,18 @@ class _Identity:
 
 
 def _state_for(
-    snapshot: Snapshot, policy: Policy, identity: dict[str, Any], chunk_size: int
+    snapshot: Snapshot,
+    policy: Policy,
+    identity: dict[str, Any],
+    chunk_size: int,
+    chunk_max_bytes: int,
 ) -> dict[str, Any]:
     return {
         "snapshot_id": snapshot.id,
         "policy": policy_to_json(policy),
         "input": identity,
         "chunk_size": chunk_size,
+        "chunk_max_bytes": chunk_max_bytes,
         "tool": f"consentry {__version__}",
     }
 
@@ -424,7 +430,7 @@ def _prepare_work_dir(out: Path, state: dict[str, Any], resume: bool) -> Path:
             saved = json.loads((work / "state.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise InvalidInputError(f"{work}/state.json is unreadable; cannot resume") from None
-        for key in ("snapshot_id", "policy", "input", "chunk_size"):
+        for key in ("snapshot_id", "policy", "input", "chunk_size", "chunk_max_bytes"):
             if saved.get(key) != state.get(key):
                 raise InvalidInputError(
                     f"cannot resume: the {key.replace('_', ' ')} differs from the interrupted "
@@ -448,7 +454,8 @@ def run_gate(
     *,
     workers: int = 1,
     resume: bool = False,
-    chunk_size: int = 256,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_max_bytes: int = CHUNK_MAX_BYTES,
     on_progress: Callable[[int], None] | None = None,
     operator_key: str | Path | Verifier | None = None,
     trust_snapshot_key: bool = False,
@@ -484,13 +491,14 @@ def run_gate(
         )
         gate = Gate(snapshot, policy)
         out.mkdir(parents=True, exist_ok=True)
-        state = _state_for(snapshot, policy, identity.get(), chunk_size)
+        state = _state_for(snapshot, policy, identity.get(), chunk_size, chunk_max_bytes)
         chunk_dir = _prepare_work_dir(out, state, resume)
         done = {int(p.name[: -len(CHUNK_SUFFIX)]) for p in chunk_dir.glob("*" + CHUNK_SUFFIX)}
         decisions = DecisionsWriter(out / "decisions.parquet", out / WORK / "decisions.parquet.tmp")
         collector = _Collector(chunk_dir, decisions, threaded=pool is not None)
         try:
-            n_chunks = _decide_all(source, gate, pool, chunk_size, done, collector, on_progress)
+            chunks = chunked(source, chunk_size, chunk_max_bytes)
+            n_chunks = _decide_all(source, chunks, gate, pool, done, collector, on_progress)
             collector.close(n_chunks)
         except BaseException:
             collector.close(None)  # whole chunks already decided are kept for --resume
@@ -534,25 +542,25 @@ def _chunk_path(chunk_dir: Path, n: int) -> Path:
 
 def _decide_all(
     source: Source,
+    chunks: Iterator[tuple[int, list[Item | RawRow]]],
     gate: Gate,
     pool: _Pool | None,
-    chunk_size: int,
     done: set[int],
     collector: _Collector,
     on_progress: Callable[[int], None] | None,
 ) -> int:
-    """Decide every chunk not in ``done``, handing each to ``collector``; returns how many
-    chunks the source has."""
+    """Decide every chunk of ``source`` (split as ``chunks``) not in ``done``, handing each
+    to ``collector``; returns how many chunks the source has."""
     progress = on_progress or (lambda _n: None)
     decide_here = _PartDecider(gate, source)
     n_chunks = 0
     if pool is None:
-        for chunk_no, raws in _chunks(source, chunk_size):
+        for chunk_no, raws in chunks:
             n_chunks = chunk_no + 1
             if chunk_no in done:
                 collector.add_done(chunk_no)
             else:
-                collector.add(chunk_no, *decide_here(chunk_no * chunk_size, raws))
+                collector.add(chunk_no, *decide_here(_first_ordinal(raws), raws))
             progress(len(raws))
         return n_chunks
     # Workers get parts of chunks, so they stay evenly busy to the end even when a chunk
@@ -585,15 +593,15 @@ def _decide_all(
                 part_done(number, part, leaves, summary)
                 progress(size)
 
-    for chunk_no, raws in _chunks(source, chunk_size):
+    for chunk_no, raws in chunks:
         n_chunks = chunk_no + 1
         if chunk_no in done:
             collector.add_done(chunk_no)
             progress(len(raws))
             continue
-        first = chunk_no * chunk_size
+        first = _first_ordinal(raws)
         # Parts are slices of the chunk; how big changes nothing in the outputs.
-        part_size = max(1, min(cost.part_size(), chunk_size))
+        part_size = max(1, min(cost.part_size(), len(raws)))
         starts = range(0, len(raws), part_size)
         parts_left[chunk_no] = len(starts)
         for number, start in enumerate(starts):

@@ -75,6 +75,8 @@ _BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*\n", re.MULTILINE)
 
 __all__ = [
     "BATCH_ROWS",
+    "CHUNK_MAX_BYTES",
+    "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_ITEM_BYTES",
     "FORMATS",
     "IMAGE_COLUMNS",
@@ -91,6 +93,7 @@ __all__ = [
     "Source",
     "TarRecord",
     "WebDatasetSource",
+    "chunked",
     "detect_format",
     "open_source",
 ]
@@ -1410,3 +1413,42 @@ def open_source(
     if fmt == "parquet":
         return ParquetSource(path, spec, max_item_bytes=max_item_bytes)
     return HfSource(path, spec, max_item_bytes=max_item_bytes)
+
+
+# --- chunks: how a run splits a source ----------------------------------------------------
+
+DEFAULT_CHUNK_SIZE = 1024
+"""Items per chunk (``--chunk-size``). Each chunk costs a file, an fsync and a row group; at
+256, on 50,000 short texts, that was ~0.4 s (4 %) of a one-worker run; at 1,024 an
+interrupted run still loses at most the few chunks in progress (~0.2 s of short texts, a few
+seconds of images)."""
+CHUNK_MAX_BYTES = 32 << 20
+"""A chunk also ends once its items hold this much content in memory (sources that carry
+the bytes themselves: Parquet, tar shards), so a chunk of images stays small."""
+
+
+def _raw_bytes(raw: Item | RawRow) -> int:
+    """Content bytes a raw item holds in memory (file paths and keys count as nothing)."""
+    if isinstance(raw, Item):
+        return len(raw.data) if raw.data is not None else 0
+    row = raw[2]
+    return len(row) if isinstance(row, (bytes, str)) else 0
+
+
+def chunked(
+    source: Source, size: int, max_bytes: int = CHUNK_MAX_BYTES
+) -> Iterator[tuple[int, list[Item | RawRow]]]:
+    """Consecutive items in chunks of ``size``, or fewer once they hold ``max_bytes`` of
+    content (images inside a Parquet file or a tar shard): the same source always splits
+    the same way, which is what ``--resume`` relies on."""
+    batch: list[Item | RawRow] = []
+    held = 0
+    chunk_no = 0
+    for raw in source.raw_items():
+        batch.append(raw)
+        held += _raw_bytes(raw)
+        if len(batch) == size or held >= max_bytes:
+            yield chunk_no, batch
+            chunk_no, batch, held = chunk_no + 1, [], 0
+    if batch:
+        yield chunk_no, batch
