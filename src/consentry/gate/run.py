@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import json
 import queue
 import shutil
@@ -167,6 +168,9 @@ def _init_worker(snapshot_path: str, policy: dict[str, Any], source: Source | No
     # The main process verifies the snapshot's hashes; workers only need to read it.
     gate = Gate(Snapshot.load(snapshot_path, verify=False), policy_from_mapping(policy))
     _WORKER = _PartDecider(gate, source)
+    # Everything so far (modules, the snapshot) lives as long as the worker: keep it out of
+    # the cyclic collector's passes, and so in the pages the worker shares with the forkserver.
+    gc.freeze()
 
 
 def _ready() -> None:
