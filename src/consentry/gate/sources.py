@@ -1428,11 +1428,12 @@ the bytes themselves: Parquet, tar shards), so a chunk of images stays small."""
 
 
 def _raw_bytes(raw: Item | RawRow) -> int:
-    """Content bytes a raw item holds in memory (file paths and keys count as nothing)."""
+    """Content bytes a raw item holds in memory: an item's data, a JSON line's bytes (a
+    file's path, the raw row of a folder, counts as nothing; CSV fields are short)."""
     if isinstance(raw, Item):
         return len(raw.data) if raw.data is not None else 0
     row = raw[2]
-    return len(row) if isinstance(row, (bytes, str)) else 0
+    return len(row) if isinstance(row, bytes) else 0
 
 
 def chunked(
