@@ -146,25 +146,27 @@ def _dataset(path: Path, n: int, texts: list[str], rng: random.Random) -> None:
 _MEASURE_WRAPPER = """
 import json, resource, sys, time
 from consentry.cli import main
-code = main(sys.argv[2:])
-me = resource.getrusage(resource.RUSAGE_SELF)
-stopping = time.perf_counter()
-try:
-    from multiprocessing import forkserver
-    forkserver._forkserver._stop()
-except (ImportError, AttributeError, OSError):
-    pass
-stop_seconds = time.perf_counter() - stopping
-kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(sys.argv[1], "w") as fh:
-    json.dump({
-        "code": code,
-        "main_cpu": me.ru_utime + me.ru_stime,
-        "workers_cpu": kids.ru_utime + kids.ru_stime,
-        "peak_kib": max(me.ru_maxrss, kids.ru_maxrss),
-        "stop_seconds": stop_seconds,
-    }, fh)
-sys.exit(code)
+
+if __name__ == "__main__":  # the forkserver imports this script too, as consentry's
+    code = main(sys.argv[2:])
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    stopping = time.perf_counter()
+    try:
+        from multiprocessing import forkserver
+        forkserver._forkserver._stop()
+    except (ImportError, AttributeError, OSError):
+        pass
+    stop_seconds = time.perf_counter() - stopping
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(sys.argv[1], "w") as fh:
+        json.dump({
+            "code": code,
+            "main_cpu": me.ru_utime + me.ru_stime,
+            "workers_cpu": kids.ru_utime + kids.ru_stime,
+            "peak_kib": max(me.ru_maxrss, kids.ru_maxrss),
+            "stop_seconds": stop_seconds,
+        }, fh)
+    sys.exit(code)
 """
 
 
@@ -192,6 +194,15 @@ def _warm_bytecode(cache: Path) -> None:
     )
 
 
+def _wrapper(cache: Path) -> Path:
+    """The measuring wrapper as a script file, run as ``consentry`` is: a program with a main
+    module, which the workers' forkserver imports (``python -c`` has none)."""
+    script = cache / "measure_gate.py"
+    if not script.exists():
+        script.write_text(_MEASURE_WRAPPER, encoding="utf-8")
+    return script
+
+
 def _run_gate(
     source: Path, snap: Path, lab: str, out: Path, workers: int, repeats: int = 1
 ) -> GateTiming:
@@ -208,8 +219,7 @@ def _run_gate(
         subprocess.run(
             [
                 sys.executable,
-                "-c",
-                _MEASURE_WRAPPER,
+                str(_wrapper(cache)),
                 str(report),
                 "gate",
                 str(source),
