@@ -33,6 +33,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,55 +204,43 @@ def _wrapper(cache: Path) -> Path:
     return script
 
 
-def _run_gate(
-    source: Path, snap: Path, lab: str, out: Path, workers: int, repeats: int = 1
-) -> GateTiming:
-    """The fastest of ``repeats`` `consentry gate` runs: wall time, CPU seconds of the main
-    process and of the workers, peak RSS (KiB, the largest process)."""
+def _run_gate(source: Path, snap: Path, lab: str, out: Path, workers: int) -> GateTiming:
+    """One `consentry gate` run: wall time, CPU seconds of the main process and of the
+    workers, peak RSS (KiB, the largest process)."""
     cache = snap.parent / "pycache"
     if not cache.exists():
         _warm_bytecode(cache)
-    best: GateTiming | None = None
-    for attempt in range(repeats):
-        target = out if attempt == 0 else out.with_name(f"{out.name}-{attempt}")
-        report = target.with_name(target.name + ".measure.json")
-        started = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                str(_wrapper(cache)),
-                str(report),
-                "gate",
-                str(source),
-                "--snapshot",
-                str(snap),
-                "--licensee",
-                lab,
-                "--purpose",
-                "train-genai",
-                "--out",
-                str(target),
-                "--operator-key",
-                str(snap.parent / "home" / "keys" / "operator.pub"),
-                "--workers",
-                str(workers),
-                "--json",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            env=_child_env(cache),
-        )
-        got = json.loads(report.read_text(encoding="utf-8"))
-        wall = time.perf_counter() - started - float(got["stop_seconds"])
-        timing = GateTiming(wall, got["main_cpu"], got["workers_cpu"], int(got["peak_kib"]))
-        if best is None or timing.wall < best.wall:
-            best = timing
-        if target != out:
-            shutil.rmtree(target)
-    if best is None:
-        raise ValueError("BENCH_GATE_REPEATS must be at least 1")
-    return best
+    report = out.with_name(out.name + ".measure.json")
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            str(_wrapper(cache)),
+            str(report),
+            "gate",
+            str(source),
+            "--snapshot",
+            str(snap),
+            "--licensee",
+            lab,
+            "--purpose",
+            "train-genai",
+            "--out",
+            str(out),
+            "--operator-key",
+            str(snap.parent / "home" / "keys" / "operator.pub"),
+            "--workers",
+            str(workers),
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_child_env(cache),
+    )
+    got = json.loads(report.read_text(encoding="utf-8"))
+    wall = time.perf_counter() - started - float(got["stop_seconds"])
+    return GateTiming(wall, got["main_cpu"], got["workers_cpu"], int(got["peak_kib"]))
 
 
 # The floor: the recognisers alone on the same items, read the same way (open_source), in a
@@ -263,20 +252,15 @@ import json, sys, time
 from pathlib import Path
 from consentry.gate.engine import Gate
 from consentry.gate.sources import open_source
-source, snap, lab, key, repeats = sys.argv[1:6]
+source, snap, lab, key = sys.argv[1:5]
 gate = Gate.from_snapshot(
     snap, policy={"licensee": lab, "purpose": "train-genai"}, operator_key=key
 )
-best = None
-for _ in range(int(repeats)):
-    started, cpu = time.perf_counter(), time.process_time()
-    for item in open_source(Path(source)):
-        if item.data is not None:
-            gate.recognise(item.data, item.media_type, item.key)
-    took = [time.perf_counter() - started, time.process_time() - cpu]
-    if best is None or took[0] < best[0]:
-        best = took
-print(json.dumps(best))
+started, cpu = time.perf_counter(), time.process_time()
+for item in open_source(Path(source)):
+    if item.data is not None:
+        gate.recognise(item.data, item.media_type, item.key)
+print(json.dumps([time.perf_counter() - started, time.process_time() - cpu]))
 """
 
 
@@ -290,11 +274,9 @@ class Floor:
     """Wall time of the other BLAS setting."""
 
 
-def _recognise_only(source: Path, snap: Path, lab: str, repeats: int = 1) -> Floor:
-    """The fastest of ``repeats`` passes of the recognisers alone, with BLAS on every core
-    and on one thread: the faster setting is the floor."""
-    if repeats < 1:
-        raise ValueError("BENCH_GATE_REPEATS must be at least 1")
+def _recognise_only(source: Path, snap: Path, lab: str) -> Floor:
+    """One pass of the recognisers alone with BLAS on every core and one on one thread: the
+    faster setting is the floor."""
     cache = snap.parent / "pycache"
     if not cache.exists():
         _warm_bytecode(cache)
@@ -313,7 +295,6 @@ def _recognise_only(source: Path, snap: Path, lab: str, repeats: int = 1) -> Flo
                 str(snap),
                 lab,
                 str(snap.parent / "home" / "keys" / "operator.pub"),
-                str(repeats),
             ],
             check=True,
             capture_output=True,
@@ -338,20 +319,15 @@ class Rounds:
     speedups: list[float]
     """1 worker ÷ 2 workers, per round."""
 
-    @staticmethod
-    def median(values: list[float]) -> float:
-        ordered = sorted(values)
-        mid = len(ordered) // 2
-        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
     def summary(self) -> str:
         def listed(values: list[float]) -> str:
             return ", ".join(f"{v:.2f}" for v in values)
 
         return (
             f"- Per round (floor, 1 worker, 2 workers run back to back): overhead "
-            f"{listed(self.overheads)} (median **{self.median(self.overheads):.2f}×**); "
-            f"speed-up {listed(self.speedups)} (median **{self.median(self.speedups):.2f}×**)."
+            f"{listed(self.overheads)} (median **{statistics.median(self.overheads):.2f}×**); "
+            f"speed-up {listed(self.speedups)} "
+            f"(median **{statistics.median(self.speedups):.2f}×**)."
         )
 
 

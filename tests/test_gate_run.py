@@ -1350,8 +1350,12 @@ def test_chunks_of_items_carrying_their_bytes_end_at_the_byte_cap(
     policy = policy_from_mapping(
         {"licensee": reg.lab, "purpose": PURPOSE, "at": "2026-12-01T00:00:00Z"}
     )
-    key = reg.operator_pub
-    whole = run_gate(open_source(table), reg.snapshot, policy, tmp_path / "whole", operator_key=key)
+
+    def gate(out: Path, **options: Any) -> Any:
+        source = open_source(table)
+        return run_gate(source, reg.snapshot, policy, out, operator_key=reg.operator_pub, **options)
+
+    whole = gate(tmp_path / "whole")
     out = tmp_path / "capped"
 
     class Stop(Exception):
@@ -1361,27 +1365,11 @@ def test_chunks_of_items_carrying_their_bytes_end_at_the_byte_cap(
         raise Stop
 
     with pytest.raises(Stop):
-        run_gate(
-            open_source(table),
-            reg.snapshot,
-            policy,
-            out,
-            operator_key=key,
-            chunk_max_bytes=cap,
-            on_progress=stop_after_first_chunk,
-        )
+        gate(out, chunk_max_bytes=cap, on_progress=stop_after_first_chunk)
     assert len(list((out / ".gate-work" / "chunks").glob("*.leaves"))) == 1
     with pytest.raises(InvalidInputError, match="chunk max bytes differs"):
-        run_gate(open_source(table), reg.snapshot, policy, out, operator_key=key, resume=True)
-    capped = run_gate(
-        open_source(table),
-        reg.snapshot,
-        policy,
-        out,
-        operator_key=key,
-        chunk_max_bytes=cap,
-        resume=True,
-    )
+        gate(out, resume=True)
+    capped = gate(out, chunk_max_bytes=cap, resume=True)
     assert decisions(out) == decisions(whole.out)
     assert capped.manifest["decisions"]["merkle_root"] == whole.manifest["decisions"]["merkle_root"]
     assert capped.manifest["counts"] == whole.manifest["counts"]
