@@ -8,7 +8,9 @@ registered and unregistered texts, then measures in the same run:
   every core and on one thread; the faster is the floor;
 - ``consentry gate`` end to end with 1 worker (ratio to the floor; target <= 1.15);
 - the same with 2 workers (speed-up; target >= 1.8 on 2 cores);
-- peak RSS of the gate process at both dataset sizes (target: flat in dataset size);
+- peak RSS of the gate process at both dataset sizes (target: flat in dataset size), and at
+  the larger size with 2 workers too — also the speed-up on a run where start-up is small;
+- the fixed cost of a run (gating one item), and the speed-up it leaves possible;
 - the same overhead and speed-up on a folder of real images.
 
 Every gate run also reports the CPU seconds of its main process and of its workers (with the
@@ -359,6 +361,24 @@ def _rounds(source: Path, snap: Path, lab: str, out: Path, repeats: int) -> Roun
     )
 
 
+def _fixed_cost(root: Path, snap: Path, lab: str, texts: list[str], rng: random.Random) -> float:
+    """Wall seconds of gating a single item: what a run costs whatever its size."""
+    tiny = root / "one.jsonl"
+    _dataset(tiny, 1, texts, rng)
+    walls = []
+    for attempt in range(3):
+        out = root / f"fixed-{attempt}"
+        walls.append(_run_gate(tiny, snap, lab, out, 1).wall)
+        shutil.rmtree(out, ignore_errors=True)
+    return min(walls)
+
+
+def _amdahl(one_worker: float, fixed: float) -> float:
+    """The best 2-worker speed-up of a run of ``one_worker`` seconds of which ``fixed`` are
+    serial (Amdahl's law)."""
+    return one_worker / (fixed + (one_worker - fixed) / 2)
+
+
 def _rows(n: int, floor: Floor, one: GateTiming, two: GateTiming) -> str:
     """The Markdown rows of one dataset: wall, rate, ratio to the floor, CPU per item."""
 
@@ -398,6 +418,7 @@ def run(quick: bool) -> str:
     with tempfile.TemporaryDirectory(prefix="consentry-bench-gate-") as tmp:
         root = Path(tmp)
         snap, texts, lab = _registry(root, 200, rng)
+        fixed = _fixed_cost(root, snap, lab, texts, rng)
         if "texts" in parts:
             timed_src = root / "t.jsonl"
             _dataset(timed_src, timed, texts, rng)
@@ -414,6 +435,10 @@ def run(quick: bool) -> str:
   {one.wall / floor.wall:.2f}× (target ≤ 1.15; includes process start-up, snapshot
   verification, source reading, chunk writes, subset, report and manifest); speed-up with
   2 workers {one.wall / two.wall:.2f}× (target ≥ 1.8 on 2 cores).
+- Fixed cost of a gate run (gating one item, 1 worker, fastest of 3): {fixed:.2f} s of
+  start-up (imports, snapshot verification) and end (subset, report, manifest) that no
+  number of workers shortens; {fixed / one.wall:.1%} of the 1-worker run here, so 2 workers
+  can at best reach {_amdahl(one.wall, fixed):.2f}× (Amdahl: T ÷ (fixed + (T − fixed) ÷ 2)).
 - CPU: 1 worker {one.main_cpu:.2f} s; 2 workers {two.main_cpu:.2f} s in the main process
   and {two.workers_cpu:.2f} s in workers and forkserver; the floor {floor.cpu:.2f} s.
 """
@@ -424,10 +449,17 @@ def run(quick: bool) -> str:
             rss_small = _run_gate(small_src, snap, lab, root / "g3", 1).peak_kib
             _dataset(large_src, large, texts, rng)
             big = _run_gate(large_src, snap, lab, root / "g4", 1)
+            shutil.rmtree(root / "g4", ignore_errors=True)
+            big2 = _run_gate(large_src, snap, lab, root / "g5", 2)
             sections.append(
                 f"""- Peak RSS (largest process): {rss_small / 1024:.0f} MiB at {small:,} items,
   {big.peak_kib / 1024:.0f} MiB at {large:,} items ({big.wall:.1f} s,
-  {large / big.wall:,.0f} items/s) — memory is flat when these two agree.
+  {large / big.wall:,.0f} items/s) — memory is flat when these two agree; with 2 workers
+  at {large:,} items {big2.peak_kib / 1024:.0f} MiB ({big2.wall:.1f} s,
+  {large / big2.wall:,.0f} items/s).
+- Speed-up with 2 workers at {large:,} items: **{big.wall / big2.wall:.2f}×** (one run of
+  each, back to back; the fixed cost of a run, {fixed:.2f} s, is {fixed / big.wall:.2%} of
+  the 1-worker run: bound {_amdahl(big.wall, fixed):.2f}×).
 """
             )
     if "images" in parts:

@@ -1436,6 +1436,79 @@ def test_two_workers_write_byte_identical_outputs(
     assert counts.get("unreadable", 0) == (0 if form == "csv" else 2)
 
 
+def test_the_last_chunk_goes_to_the_workers_in_short_parts(
+    reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts are long (~0.1 s of work: fewer tasks for the main process), so two workers
+    could end a whole part apart; the source's last chunk is cut into short parts instead,
+    and whichever worker is free first takes more of them. The decisions are one worker's."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from consentry.gate import run as run_module
+    from consentry.gate.policy import policy_from_mapping
+
+    monkeypatch.setattr(run_module, "_DECIDE_WHILE_WORKERS_START", False)
+    monkeypatch.setattr(run_module, "_FIRST_PART_SIZE", 50)  # until the cost is known
+    parts: dict[int, list[int]] = {}
+    submit = ProcessPoolExecutor.submit
+
+    def spy(self: ProcessPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if fn is run_module._decide_part:
+            chunk_no, _part, _first, raws = args
+            parts.setdefault(chunk_no, []).append(len(raws))
+        return submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", spy)
+    data, _ = _mixed_corpus(reg, tmp_path / "corpus.jsonl", 299, "jsonl")  # 301 rows
+    policy = policy_from_mapping(
+        {"licensee": reg.lab, "purpose": PURPOSE, "at": "2026-12-01T00:00:00Z"}
+    )
+
+    def gate(out: Path, workers: int) -> Any:
+        return run_module.run_gate(
+            open_source(data),
+            reg.snapshot,
+            policy,
+            out,
+            workers=workers,
+            chunk_size=100,
+            operator_key=reg.operator_pub,
+        )
+
+    gate(tmp_path / "uneven", 2)
+    assert [sum(sizes) for _, sizes in sorted(parts.items())] == [100, 100, 100, 1]
+    assert parts[0] == [50, 50]  # before any cost is known
+    assert parts[3] == [1]  # the last chunk: one row, one part
+    parts.clear()
+    data, _ = _mixed_corpus(reg, tmp_path / "corpus.jsonl", 298, "jsonl")  # 300 rows
+    two = gate(tmp_path / "two", 2)
+    assert sorted(parts) == [0, 1, 2]
+    assert parts[0] == [50, 50]
+    short = -(-100 // (run_module._LAST_CHUNK_PARTS * 2))  # 7: 16 parts per 2 workers
+    assert parts[2] == [short] * (100 // short) + [100 % short]
+    one = gate(tmp_path / "one", 1)
+    assert decisions(two.out) == decisions(one.out)
+    assert two.counts["items"] == 300
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_empty_dataset_gates_to_empty_outputs(
+    reg: Registry, tmp_path: Path, workers: str
+) -> None:
+    """No items is an answer too: an empty table, the empty tree's root, an empty subset."""
+    data = tmp_path / "empty.jsonl"
+    data.write_bytes(b"")
+    out = tmp_path / "out"
+    ok(*gate_args(reg, data, out, *default_policy(reg)), "--workers", workers)
+    m = manifest(out)
+    assert m["counts"]["items"] == 0
+    assert m["decisions"]["count"] == 0
+    assert m["decisions"]["merkle_root"] == hashlib.sha256(b"").hexdigest()  # RFC 9162
+    assert decisions(out) == []
+    assert (out / "admitted" / data.name).read_bytes() == b""
+    assert not (out / ".gate-work").exists()
+
+
 def test_two_workers_read_a_folder_of_files_as_one_does(
     reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -215,7 +215,7 @@ def gate(
     """
     if workers > 1:
         # The forkserver imports the gate on the other core while this process does (below).
-        start_workers_early()
+        start_workers_early(main_imports=["consentry.cli"])
     # Imported here, not with this module: only now do the workers' imports overlap them.
     from consentry.gate.run import run_gate
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Sequence
 from multiprocessing.context import BaseContext
 
 __all__ = ["pool_context", "start_workers_early"]
 
 PRELOAD = [
-    # The program's main module, imported once here instead of in every worker (each
-    # worker otherwise runs it again as ``__mp_main__``: for the ``consentry`` script that
-    # imports the whole CLI, ~25 ms per worker before its first item). Same semantics as
-    # without a forkserver: the module must guard its entry point with ``__name__``.
+    # The program's main module, to be imported once here instead of in every worker (each
+    # worker otherwise runs it again as ``__mp_main__``). Same semantics as without a
+    # forkserver: the module must guard its entry point with ``__name__``. CPython before
+    # 3.13.8 ignores this entry (gh-126631: the server is never told the main module's
+    # path), so workers still re-run the main module there; what it imports can be
+    # preloaded instead (:func:`start_workers_early`).
     "__main__",
     "consentry.gate.run",
     # Imported lazily by the gate (when a snapshot's indexes load and the first item is
@@ -49,13 +52,18 @@ def pool_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def start_workers_early() -> None:
+def start_workers_early(main_imports: Sequence[str] = ()) -> None:
     """Start the forkserver now (it returns at once; the server imports in the background).
 
     The pool that :func:`consentry.gate.run.run_gate` creates later finds it running and
     forks its workers from it. Without a forkserver (``spawn``) there is nothing to start.
+    ``main_imports``: what the program's main module imports, preloaded too, so that a
+    worker re-running it (see :data:`PRELOAD`) finds it imported — for the ``consentry``
+    script, the CLI: ~25 ms of CPU per worker before its first item otherwise.
     """
-    if pool_context().get_start_method() == "forkserver":
+    context = pool_context()
+    if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
+        context.set_forkserver_preload([*PRELOAD, *main_imports])
         forkserver.ensure_running()

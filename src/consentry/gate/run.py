@@ -90,12 +90,18 @@ MANIFEST_VERSION = 2
 WORK = ".gate-work"
 _FIRST_PART_SIZE = 16
 """Items per task sent to a worker until the cost of an item is known."""
-_PART_SECONDS = 0.05
+_PART_SECONDS = 0.1
 """CPU time a part should take. Every part costs the main process a task (pickling, a
-future, merging its summary: ~0.5 ms of CPU, which on 2 cores the workers lack), so parts
-of 50 ms keep that near 1 % (20 ms parts cost 0.3 s more of the main process's CPU over
-50,000 short texts); and they are short enough that both workers stay busy to the end.
-About 5 images make a part (~10 ms each), 250 short texts (~0.2 ms each)."""
+future, merging its summary: ~0.5 ms of CPU, which on 2 cores the workers lack) and its
+worker a pause between parts (~1 ms: the main process must take the result and send the
+next part), so long parts keep both near 1 % (50 ms parts made 50,000 short texts ~0.1 s
+slower with 2 workers than 100 ms parts; 20 ms parts, 0.3 s). That they end unevenly is
+what the last chunk's short parts (:data:`_LAST_CHUNK_PARTS`) make up for. About 10 images
+make a part (~10 ms each), 500 short texts (~0.2 ms each)."""
+_LAST_CHUNK_PARTS = 8
+"""Parts per worker the source's last chunk is cut into (at most :data:`_PART_SECONDS`
+each): whichever worker finishes its long part first takes more of them, so the workers
+end within a short part of each other instead of a long one."""
 _IN_FLIGHT_PARTS = 4
 """Parts in flight per worker before the reader waits (bounds memory)."""
 _DECIDE_WHILE_WORKERS_START = True
@@ -597,7 +603,7 @@ def _decide_all(
                 part_done(number, part, leaves, summary)
                 progress(size)
 
-    for chunk_no, raws in chunks:
+    for chunk_no, raws, last in _with_last(chunks):
         n_chunks = chunk_no + 1
         if chunk_no in done:
             collector.add_done(chunk_no)
@@ -605,7 +611,10 @@ def _decide_all(
             continue
         first = _first_ordinal(raws)
         # Parts are slices of the chunk; how big changes nothing in the outputs.
-        part_size = max(1, min(cost.part_size(), len(raws)))
+        part_size = cost.part_size()
+        if last:
+            part_size = min(part_size, -(-len(raws) // (_LAST_CHUNK_PARTS * pool.workers)))
+        part_size = max(1, min(part_size, len(raws)))
         starts = range(0, len(raws), part_size)
         parts_left[chunk_no] = len(starts)
         for number, start in enumerate(starts):
@@ -624,6 +633,17 @@ def _decide_all(
         drain(_IN_FLIGHT_PARTS * pool.workers)  # bounded in-flight work keeps memory flat
     drain(0)
     return n_chunks
+
+
+def _with_last(
+    chunks: Iterator[tuple[int, list[Item | RawRow]]],
+) -> Iterator[tuple[int, list[Item | RawRow], bool]]:
+    """The chunks, each with whether it is the source's last (read one chunk ahead)."""
+    held = next(chunks, None)
+    while held is not None:
+        following = next(chunks, None)
+        yield held[0], held[1], following is None
+        held = following
 
 
 def _finish(
