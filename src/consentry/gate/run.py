@@ -638,7 +638,8 @@ def _decide_all(
 def _with_last(
     chunks: Iterator[tuple[int, list[Item | RawRow]]],
 ) -> Iterator[tuple[int, list[Item | RawRow], bool]]:
-    """The chunks, each with whether it is the source's last (read one chunk ahead)."""
+    """The chunks, each with whether it is the source's last: read one chunk ahead, so one
+    more chunk is held (at most the chunk size in items or its byte cap in content)."""
     held = next(chunks, None)
     while held is not None:
         following = next(chunks, None)
