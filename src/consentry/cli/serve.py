@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import signal
 from collections.abc import Iterator
 
 import click
@@ -47,6 +48,35 @@ def _background(settings: ServerSettings) -> Iterator[None]:
             )
         stack.enter_context(outbox_process(settings))
         yield
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: leave through every ``finally``, then die by the signal."""
+
+
+@contextlib.contextmanager
+def _terminated_by_sigterm() -> Iterator[None]:
+    """Stop the background jobs on SIGTERM (``kill``, ``docker stop``, systemd) as on Ctrl-C.
+
+    uvicorn shuts down gracefully on SIGTERM, then restores the handler it found and raises
+    the signal again. With the default handler that killed the process on the spot: the
+    outbox child was never told to stop. Here the handler it finds raises, the ``with``
+    blocks unwind (the child is stopped and joined), and only then does the process die by
+    SIGTERM — what a supervisor that sent it expects to see.
+    """
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+        raise  # not reached: the process has ended
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command()
@@ -115,14 +145,14 @@ def serve(app: AppContext, host: str, port: int, dev: bool, workers: int, as_jso
         "timeout_graceful_shutdown": 10,
     }
     if workers == 1:
-        with _background(settings):
+        with _terminated_by_sigterm(), _background(settings):
             application = create_app(settings, outbox=False, dev_smtp=False)
             uvicorn.run(application, **common)  # type: ignore[arg-type]
         return
     os.environ["CONSENTRY_HOME"] = str(app.settings.home)
     os.environ["CONSENTRY_SERVE_DEV"] = "1" if dev else "0"
     os.environ["CONSENTRY_SERVE_BACKGROUND"] = "parent"
-    with _background(settings):
+    with _terminated_by_sigterm(), _background(settings):
         uvicorn.run(
             "consentry.web.app:app_from_environment",
             factory=True,

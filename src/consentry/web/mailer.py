@@ -10,6 +10,9 @@ by embedding, keeps the simpler in-process thread.)
 Stopping: Ctrl-C reaches the whole process group, so the child ignores SIGINT and stops when
 the parent sets the shared event — after the batch in flight, so nothing is sent twice or
 left half-recorded. Messages still queued simply wait in the outbox table for the next start.
+A parent that dies without setting it (``kill -9``, a crash) stops the child too, within
+:data:`PARENT_CHECK_SECONDS`: an orphaned sender would otherwise run forever, and beside the
+next ``consentry serve`` break the one-sender rule.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from multiprocessing.synchronize import Event as ProcessEvent
 
 from consentry.config import ServerSettings
 
-__all__ = ["outbox_process"]
+__all__ = ["PARENT_CHECK_SECONDS", "outbox_process"]
+
+PARENT_CHECK_SECONDS = 1.0
+"""How often the outbox child checks that the serving process is still there."""
 
 
 def _main(settings: ServerSettings, stop: ProcessEvent) -> None:
@@ -35,8 +41,12 @@ def _main(settings: ServerSettings, stop: ProcessEvent) -> None:
     configure_logging()
     local = threading.Event()
 
+    parent = multiprocessing.parent_process()
+
     def relay() -> None:  # OutboxWorker waits on a threading.Event; mirror the shared one
-        stop.wait()
+        while not stop.wait(PARENT_CHECK_SECONDS):
+            if parent is not None and not parent.is_alive():
+                break  # the serving process is gone without telling us: stop as if told
         local.set()
 
     threading.Thread(target=relay, name="outbox-stop", daemon=True).start()
