@@ -1193,6 +1193,62 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(reg: Registry, tmp_path
         assert _card(killed / "report.html", card) == _card(straight / "report.html", card)
 
 
+def _running_parent(pid: int) -> int | None:
+    """The parent of process ``pid`` if it still runs (not ended, not a zombie), from /proc."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None  # ended
+    ppid = re.search(r"^PPid:\s+(\d+)$", status, re.M)
+    return None if ppid is None or re.search(r"^State:\s+Z", status, re.M) else int(ppid[1])
+
+
+def _live_descendants(pid: int) -> set[int]:
+    """Processes below ``pid`` that still run."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (parent := _running_parent(int(entry.name))) is not None:
+            parents[int(entry.name)] = parent
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_workers_end_when_the_run_is_killed(reg: Registry, tmp_path: Path) -> None:
+    """``kill -9`` of a run with workers: the workers (and the forkserver they keep alive)
+    exit too, instead of waiting forever for a pool that is gone; --resume still finishes."""
+    data = big_corpus(reg, tmp_path / "corpus.jsonl", 5 * BIG_ROWS)
+    out = tmp_path / "killed"
+    args = [*gate_args(reg, data, out, *default_policy(reg)), "--chunk-size", "20"]
+    args += ["--workers", "2"]
+    proc = subprocess.Popen(
+        [str(CONSENTRY), *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(),
+    )
+    try:
+        _wait_for_chunks(proc, out / ".gate-work" / "chunks", at_least=3)
+        deadline = time.monotonic() + 60
+        while len(below := _live_descendants(proc.pid)) < 3:  # forkserver and 2 workers
+            assert proc.poll() is None, "the run ended before its workers were seen"
+            assert time.monotonic() < deadline, f"no workers below the run: {below}"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (out / "manifest.json").exists(), "the run finished before it was killed"
+    deadline = time.monotonic() + 15
+    while alive := {pid for pid in below if _running_parent(pid) is not None}:
+        assert time.monotonic() < deadline, f"processes of the killed run still run: {alive}"
+        time.sleep(0.1)
+    assert ok(*args, "--resume", "--json").json()["items"] == 5 * BIG_ROWS
+
+
 def interrupt(args: list[str | Path], out: Path, after_chunks: int) -> None:
     """Run ``consentry ARGS`` and stop it with Ctrl-C after ``after_chunks`` chunks."""
     from consentry.gate import run as run_module
