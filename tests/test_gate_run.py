@@ -43,6 +43,7 @@ from consentry.gate.snapshot import _manifest_id
 from consentry.gate.sources import open_source
 from consentry.ledger.keys import load_operator_signer
 from consentry.ledger.merkle import leaf_hash, root_from_leaf_hashes
+from process_support import HAVE_PROC, live_descendants, still_running
 
 CONSENTRY = Path(sys.executable).parent / "consentry"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -1193,31 +1194,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(reg: Registry, tmp_path
         assert _card(killed / "report.html", card) == _card(straight / "report.html", card)
 
 
-def _running_parent(pid: int) -> int | None:
-    """The parent of process ``pid`` if it still runs (not ended, not a zombie), from /proc."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None  # ended
-    ppid = re.search(r"^PPid:\s+(\d+)$", status, re.M)
-    return None if ppid is None or re.search(r"^State:\s+Z", status, re.M) else int(ppid[1])
-
-
-def _live_descendants(pid: int) -> set[int]:
-    """Processes below ``pid`` that still run."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (parent := _running_parent(int(entry.name))) is not None:
-            parents[int(entry.name)] = parent
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.skipif(not HAVE_PROC, reason="reads /proc")
 def test_workers_end_when_the_run_is_killed(reg: Registry, tmp_path: Path) -> None:
     """``kill -9`` of a run with workers: the workers (and the forkserver they keep alive)
     exit too, instead of waiting forever for a pool that is gone; --resume still finishes."""
@@ -1234,7 +1211,7 @@ def test_workers_end_when_the_run_is_killed(reg: Registry, tmp_path: Path) -> No
     try:
         _wait_for_chunks(proc, out / ".gate-work" / "chunks", at_least=3)
         deadline = time.monotonic() + 60
-        while len(below := _live_descendants(proc.pid)) < 3:  # forkserver and 2 workers
+        while len(below := live_descendants(proc.pid)) < 3:  # forkserver and 2 workers
             assert proc.poll() is None, "the run ended before its workers were seen"
             assert time.monotonic() < deadline, f"no workers below the run: {below}"
             time.sleep(0.02)
@@ -1243,7 +1220,7 @@ def test_workers_end_when_the_run_is_killed(reg: Registry, tmp_path: Path) -> No
         proc.wait(timeout=60)
     assert not (out / "manifest.json").exists(), "the run finished before it was killed"
     deadline = time.monotonic() + 15
-    while alive := {pid for pid in below if _running_parent(pid) is not None}:
+    while alive := still_running(below):
         assert time.monotonic() < deadline, f"processes of the killed run still run: {alive}"
         time.sleep(0.1)
     assert ok(*args, "--resume", "--json").json()["items"] == 5 * BIG_ROWS

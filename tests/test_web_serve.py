@@ -23,6 +23,7 @@ from consentry.cli import main
 from consentry.config import ServerSettings, Settings
 from consentry.statements import DevSMTPServer
 from consentry.store.database import Database
+from process_support import HAVE_PROC, live_descendants, still_running
 from web_support import prepare_registry, server_settings
 
 CONSENTRY = str(Path(sys.executable).with_name("consentry"))
@@ -159,36 +160,21 @@ def test_a_real_server_signs_mails_and_stops_cleanly(tmp_path: Path, workers: in
     assert "w@example.org" not in stderr
 
 
-def _children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _alive(int(entry.name)):
-            status = (entry / "status").read_text() if (entry / "status").exists() else ""
-            if re.search(rf"^PPid:\s+{pid}$", status, re.M):
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running, not gone or a zombie waiting for its parent to reap it."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return not re.search(r"^State:\s+Z", status, re.M)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_the_outbox_child_stops_with_the_server_however_it_ends(
-    tmp_path: Path, sig: signal.Signals
+@pytest.mark.skipif(not HAVE_PROC, reason="reads /proc")
+@pytest.mark.parametrize(
+    ("sig", "workers"),
+    [(signal.SIGTERM, 1), (signal.SIGKILL, 1), (signal.SIGKILL, 2)],
+    ids=["SIGTERM", "SIGKILL", "SIGKILL-2-workers"],
+)
+def test_nothing_the_server_started_outlives_it(
+    tmp_path: Path, sig: signal.Signals, workers: int
 ) -> None:
     """``kill`` / ``docker stop`` (SIGTERM) and ``kill -9`` of ``consentry serve``: the e-mail
-    sender it started must not outlive it (an orphan would send beside the next server).
-    SIGTERM stops it as Ctrl-C does, and the server still dies by the signal; after SIGKILL
-    the child notices that its parent is gone."""
+    sender and the uvicorn workers it started must not outlive it (an orphaned sender sends
+    beside the next server; an orphaned worker keeps serving and holds the port). SIGTERM
+    stops them as Ctrl-C does, and the server still dies by the signal; after SIGKILL they
+    notice that their parent is gone."""
     port, smtp_port = free_port(), free_port()
     registry = Settings.load(env={"CONSENTRY_HOME": str(tmp_path / "home")})
     prepare_registry(server_settings(registry, smtp_port))
@@ -199,20 +185,13 @@ def test_the_outbox_child_stops_with_the_server_however_it_ends(
         "CONSENTRY_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
         "CONSENTRY_BASE_URL": f"http://127.0.0.1:{port}",
     }
-    process = subprocess.Popen(
-        [CONSENTRY, "serve", "--dev", "--port", str(port), "--json"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    command = [CONSENTRY, "serve", "--dev", "--port", str(port), "--workers", str(workers)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_up(f"http://127.0.0.1:{port}/healthz", process)
-        outbox = [
-            pid
-            for pid in _children(process.pid)
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
-        assert len(outbox) == 1, "one outbox child process"
+        started = live_descendants(process.pid)
+        # The outbox child and its resource tracker, and with 2 workers two uvicorn workers.
+        assert len(started) >= (2 if workers == 1 else 4), started
         process.send_signal(sig)
         _, err = process.communicate(timeout=30)
     finally:
@@ -222,9 +201,9 @@ def test_the_outbox_child_stops_with_the_server_however_it_ends(
     assert process.returncode == -sig
     if sig == signal.SIGTERM:
         assert b"Traceback" not in err
-    deadline = time.monotonic() + 15
-    while _alive(outbox[0]):
-        assert time.monotonic() < deadline, f"the outbox child outlived the server ({sig.name})"
+    deadline = time.monotonic() + 20
+    while left := still_running(started):
+        assert time.monotonic() < deadline, f"still running after {sig.name}: {left}"
         time.sleep(0.1)
 
 

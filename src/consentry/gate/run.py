@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import gc
 import json
-import multiprocessing
 import os
 import queue
 import shutil
@@ -83,6 +82,7 @@ from consentry.gate.sources import (
     chunked,
 )
 from consentry.ledger.note import Signer, Verifier
+from consentry.orphans import when_parent_ends
 
 __all__ = ["GateRun", "OrdinalSet", "run_gate"]
 
@@ -171,24 +171,18 @@ class _PartDecider:
 _WORKER: _PartDecider | None = None
 
 
-def _exit_with_parent() -> None:
-    """End this worker when the process that started it is gone (``kill -9``, a crash).
-
-    Its pool never tells it then: it blocked forever on the task pipe or, with a result to
-    send, on the lock of a full result pipe — the workers, and the forkserver they keep
-    alive, outlived the run (each holding its snapshot, ~100 MB), and every ``--resume``
-    after a crash added more. Nothing is lost by exiting: a decision only counts once the
-    main process has written it.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        parent.join()  # waits on the parent's sentinel: wakes only when the parent has ended
-        os._exit(1)
+def _exit_now() -> None:
+    os._exit(1)
 
 
 def _init_worker(snapshot_path: str, policy: dict[str, Any], source: Source | None) -> None:
     global _WORKER  # one gate per worker process, loaded once
-    threading.Thread(target=_exit_with_parent, name="gate-parent-watch", daemon=True).start()
+    # A run killed outright (kill -9, a crash) never tells its workers: they blocked forever on
+    # the task pipe or, with a result to send, on the lock of a full result pipe, each holding
+    # its snapshot (~100 MB) and keeping the forkserver alive — and every --resume after a
+    # crash added more. Nothing is lost by exiting: a decision counts once the main process
+    # has written it.
+    when_parent_ends(_exit_now, name="gate-parent-watch")
     # The main process verifies the snapshot's hashes; workers only need to read it.
     gate = Gate(Snapshot.load(snapshot_path, verify=False), policy_from_mapping(policy))
     _WORKER = _PartDecider(gate, source)

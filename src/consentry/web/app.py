@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from consentry.errors import (
     NotFoundError,
     StoreError,
 )
+from consentry.orphans import when_parent_ends
 from consentry.statements import (
     OperatorService,
     SignRequest,
@@ -345,4 +347,12 @@ def app_from_environment() -> FastAPI:
     registry = Settings.load()
     settings = ServerSettings.load(registry, dev=dev)
     in_parent = os.environ.get("CONSENTRY_SERVE_BACKGROUND") == "parent"
+    # uvicorn's workers go on serving when their supervisor is killed outright (kill -9): an
+    # orphaned worker kept the port, so the next `consentry serve` could not bind it. Shut
+    # down gracefully instead, as on `kill` (queued submissions are committed first).
+    when_parent_ends(_terminate_self, name="serve-parent-watch")
     return create_app(settings, outbox=not in_parent, dev_smtp=dev and not in_parent)
+
+
+def _terminate_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -10,9 +10,9 @@ by embedding, keeps the simpler in-process thread.)
 Stopping: Ctrl-C reaches the whole process group, so the child ignores SIGINT and stops when
 the parent sets the shared event — after the batch in flight, so nothing is sent twice or
 left half-recorded. Messages still queued simply wait in the outbox table for the next start.
-A parent that dies without setting it (``kill -9``, a crash) stops the child too, within
-:data:`PARENT_CHECK_SECONDS`: an orphaned sender would otherwise run forever, and beside the
-next ``consentry serve`` break the one-sender rule.
+A parent that dies without setting it (``kill -9``, a crash) stops the child too
+(:func:`~consentry.orphans.when_parent_ends`): an orphaned sender would otherwise run
+forever, and beside the next ``consentry serve`` break the one-sender rule.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from collections.abc import Iterator
 from multiprocessing.synchronize import Event as ProcessEvent
 
 from consentry.config import ServerSettings
+from consentry.orphans import when_parent_ends
 
-__all__ = ["PARENT_CHECK_SECONDS", "outbox_process"]
-
-PARENT_CHECK_SECONDS = 1.0
-"""How often the outbox child checks that the serving process is still there."""
+__all__ = ["outbox_process"]
 
 
 def _main(settings: ServerSettings, stop: ProcessEvent) -> None:
@@ -41,15 +39,12 @@ def _main(settings: ServerSettings, stop: ProcessEvent) -> None:
     configure_logging()
     local = threading.Event()
 
-    parent = multiprocessing.parent_process()
-
     def relay() -> None:  # OutboxWorker waits on a threading.Event; mirror the shared one
-        while not stop.wait(PARENT_CHECK_SECONDS):
-            if parent is not None and not parent.is_alive():
-                break  # the serving process is gone without telling us: stop as if told
+        stop.wait()
         local.set()
 
     threading.Thread(target=relay, name="outbox-stop", daemon=True).start()
+    when_parent_ends(local.set, name="outbox-parent-watch")  # gone without telling us
     with Database(settings.registry) as db:
         OutboxWorker(db, settings).run_forever(local)
 
