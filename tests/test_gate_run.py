@@ -1469,19 +1469,20 @@ def test_two_workers_write_byte_identical_outputs(
     assert counts.get("unreadable", 0) == (0 if form == "csv" else 2)
 
 
-def test_the_last_chunk_goes_to_the_workers_in_short_parts(
+def test_the_end_of_the_source_goes_to_the_workers_in_short_parts(
     reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Parts are long (~0.1 s of work: fewer tasks for the main process), so two workers
-    could end a whole part apart; the source's last chunk is cut into short parts instead,
-    and whichever worker is free first takes more of them. The decisions are one worker's."""
+    could end a whole part apart; the source's last items are cut into parts eight times
+    shorter instead, and whichever worker is free first takes more of them. The decisions
+    are one worker's."""
     from concurrent.futures import ProcessPoolExecutor
 
     from consentry.gate import run as run_module
     from consentry.gate.policy import policy_from_mapping
 
     monkeypatch.setattr(run_module, "_DECIDE_WHILE_WORKERS_START", False)
-    monkeypatch.setattr(run_module, "_FIRST_PART_SIZE", 50)  # until the cost is known
+    monkeypatch.setattr(run_module._ItemCost, "part_size", lambda self: 40)
     parts: dict[int, list[int]] = {}
     submit = ProcessPoolExecutor.submit
 
@@ -1492,12 +1493,11 @@ def test_the_last_chunk_goes_to_the_workers_in_short_parts(
         return submit(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(ProcessPoolExecutor, "submit", spy)
-    data, _ = _mixed_corpus(reg, tmp_path / "corpus.jsonl", 299, "jsonl")  # 301 rows
     policy = policy_from_mapping(
         {"licensee": reg.lab, "purpose": PURPOSE, "at": "2026-12-01T00:00:00Z"}
     )
 
-    def gate(out: Path, workers: int) -> Any:
+    def gate(data: Path, out: Path, workers: int) -> Any:
         return run_module.run_gate(
             open_source(data),
             reg.snapshot,
@@ -1508,20 +1508,22 @@ def test_the_last_chunk_goes_to_the_workers_in_short_parts(
             operator_key=reg.operator_pub,
         )
 
-    gate(tmp_path / "uneven", 2)
-    assert [sum(sizes) for _, sizes in sorted(parts.items())] == [100, 100, 100, 1]
-    assert parts[0] == [50, 50]  # before any cost is known
-    assert parts[3] == [1]  # the last chunk: one row, one part
+    data, _ = _mixed_corpus(reg, tmp_path / "uneven.jsonl", 299, "jsonl")  # 301 rows
+    gate(data, tmp_path / "uneven", 2)
+    assert parts == {0: [40, 40, 20], 1: [40, 40, 20], 2: [40, 40, 20], 3: [1]}
     parts.clear()
-    data, _ = _mixed_corpus(reg, tmp_path / "corpus.jsonl", 298, "jsonl")  # 300 rows
-    two = gate(tmp_path / "two", 2)
-    assert sorted(parts) == [0, 1, 2]
-    assert parts[0] == [50, 50]
-    short = -(-100 // (run_module._LAST_CHUNK_PARTS * 2))  # 7: 16 parts per 2 workers
-    assert parts[2] == [short] * (100 // short) + [100 % short]
-    one = gate(tmp_path / "one", 1)
+    data, _ = _mixed_corpus(reg, tmp_path / "even.jsonl", 298, "jsonl")  # 300 rows
+    two = gate(data, tmp_path / "two", 2)
+    # The last chunk is within 2 parts per worker of the end: all of it in parts of 40 / 8.
+    assert parts == {0: [40, 40, 20], 1: [40, 40, 20], 2: [5] * 20}
+    one = gate(data, tmp_path / "one", 1)
     assert decisions(two.out) == decisions(one.out)
     assert two.counts["items"] == 300
+    # A longer last chunk: ordinary parts, then the short ones over the last 2 x 2 x 10 items.
+    bounds = run_module._part_bounds(952, 10, 2)
+    assert [end - start for start, end in bounds] == [10] * 91 + [2] + [1] * 40
+    assert [start for start, _ in bounds[1:]] == [end for _, end in bounds[:-1]]
+    assert run_module._part_bounds(952, 10, 0) == [(s, min(s + 10, 952)) for s in range(0, 952, 10)]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -98,12 +98,12 @@ future, merging its summary: ~0.5 ms of CPU, which on 2 cores the workers lack) 
 worker a pause between parts (~1 ms: the main process must take the result and send the
 next part), so long parts keep both near 1 % (50 ms parts made 50,000 short texts ~0.1 s
 slower with 2 workers than 100 ms parts; 20 ms parts, 0.3 s). That they end unevenly is
-what the last chunk's short parts (:data:`_LAST_CHUNK_PARTS`) make up for. About 10 images
-make a part (~10 ms each), 500 short texts (~0.2 ms each)."""
-_LAST_CHUNK_PARTS = 8
-"""Parts per worker the source's last chunk is cut into (at most :data:`_PART_SECONDS`
-each): whichever worker finishes its long part first takes more of them, so the workers
-end within a short part of each other instead of a long one."""
+what the short parts at the end of the source (:func:`_part_bounds`) make up for. About 10
+images make a part (~10 ms each), 500 short texts (~0.2 ms each)."""
+_TAIL_DIVISOR = 8
+"""The source's last items go out in parts this many times shorter than the others."""
+_TAIL_PARTS_PER_WORKER = 2
+"""How much of the source's end is cut short: this many ordinary parts' worth per worker."""
 _IN_FLIGHT_PARTS = 4
 """Parts in flight per worker before the reader waits (bounds memory)."""
 _DECIDE_WHILE_WORKERS_START = True
@@ -623,14 +623,10 @@ def _decide_all(
             continue
         first = _first_ordinal(raws)
         # Parts are slices of the chunk; how big changes nothing in the outputs.
-        part_size = cost.part_size()
-        if last:
-            part_size = min(part_size, -(-len(raws) // (_LAST_CHUNK_PARTS * pool.workers)))
-        part_size = max(1, min(part_size, len(raws)))
-        starts = range(0, len(raws), part_size)
-        parts_left[chunk_no] = len(starts)
-        for number, start in enumerate(starts):
-            part = raws[start : start + part_size]
+        bounds = _part_bounds(len(raws), cost.part_size(), pool.workers if last else 0)
+        parts_left[chunk_no] = len(bounds)
+        for number, (start, end) in enumerate(bounds):
+            part = raws[start:end]
             if _DECIDE_WHILE_WORKERS_START and not pool.started():
                 # No worker is up yet (the forkserver is still importing): rather than
                 # wait, decide here — the same code, so the same rows.
@@ -645,6 +641,23 @@ def _decide_all(
         drain(_IN_FLIGHT_PARTS * pool.workers)  # bounded in-flight work keeps memory flat
     drain(0)
     return n_chunks
+
+
+def _part_bounds(n: int, part_size: int, tail_workers: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the parts of a chunk of ``n`` items.
+
+    Parts hold ``part_size`` items, except at the end of the source (``tail_workers``, the
+    number of workers, for the last chunk; 0 for the others): its last
+    :data:`_TAIL_PARTS_PER_WORKER` ordinary parts per worker are cut
+    :data:`_TAIL_DIVISOR` times shorter. Workers take parts in order, so whichever frees up
+    first takes more of the short ones, and they end within a short part of each other
+    instead of an ordinary one (~10 ms instead of ~100 ms).
+    """
+    size = max(1, part_size)
+    tail = min(n, _TAIL_PARTS_PER_WORKER * tail_workers * size)
+    short = max(1, size // _TAIL_DIVISOR)
+    starts = [*range(0, n - tail, size), *range(n - tail, n, short)]
+    return list(zip(starts, [*starts[1:], n], strict=False))  # none when n == 0
 
 
 def _with_last(
