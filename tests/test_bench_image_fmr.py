@@ -17,7 +17,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_image_fmr import decide, min_distances
+from bench.bench_image_fmr import decide, local_ok, min_distances
 from bench.fmrstats import (
     balanced_split,
     clopper_pearson,
@@ -158,13 +158,31 @@ def test_min_distances_is_the_brute_force_minimum_over_valid_codes() -> None:
 def test_decide_follows_the_stage_order_of_match() -> None:
     plain = np.array([40, 28, 35], np.int16)
     rotated = np.array([10, 50, 50], np.int16)
-    local = {0: (30, 1.0, 0.0), 2: (12, 1.0, 0.0)}
+    # (inliers, scale, rotation, aligned distance or -1)
+    local = {0: (30, 1.0, 0.0, 90), 2: (12, 1.0, 0.0, 20)}
+    rule = (10, 50, 24)
     # The plain global codes first: work 1 at 28 <= 30.
-    assert decide(plain, rotated, local, 30, 12) == (1, "pdq")
+    assert decide(plain, rotated, local, 30, rule) == (1, "pdq")
     # Below 28 the rotated codes are tried next: work 0 at 10.
-    assert decide(plain, rotated, local, 20, 12) == (0, "pdq")
-    # No global match at all: the most inliers at or above the threshold.
-    assert decide(plain, rotated, local, 5, 12) == (0, "local")
-    assert decide(plain, rotated, {2: (12, 1.0, 0.0)}, 5, 12) == (2, "local")
-    assert decide(plain, rotated, local, 5, 31) == (-1, "")
+    assert decide(plain, rotated, local, 20, rule) == (0, "pdq")
+    # No global match at all: the most inliers among the pairs the rule accepts (work 0 on
+    # its inliers alone, work 2 confirmed by its aligned distance).
+    assert decide(plain, rotated, local, 5, rule) == (0, "local")
+    assert decide(plain, rotated, {2: local[2]}, 5, rule) == (2, "local")
+    # Work 0 needs 31 inliers without a good aligned distance; work 2 is not close enough
+    # at 10.
+    assert decide(plain, rotated, local, 5, (10, 10, 31)) == (-1, "")
+    # Too few inliers for the confirmed path; no aligned distance (-1) confirms nothing.
+    assert decide(plain, rotated, {2: local[2]}, 5, (13, 50, 24)) == (-1, "")
+    assert decide(plain, rotated, {2: (12, 1.0, 0.0, -1)}, 5, rule) == (-1, "")
+    # The rule before the aligned comparison: inliers alone.
+    assert decide(plain, rotated, local, 5, (12, -1, 12)) == (0, "local")
     assert math.isfinite(float(plain.min()))
+
+
+def test_local_ok_is_the_index_rule() -> None:
+    assert local_ok(10, 50, (10, 50, 24))
+    assert not local_ok(9, 0, (10, 50, 24))
+    assert not local_ok(23, 51, (10, 50, 24))
+    assert local_ok(24, -1, (10, 50, 24))
+    assert not local_ok(12, -1, (10, 50, 24))

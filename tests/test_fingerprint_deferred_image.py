@@ -9,7 +9,12 @@ from PIL import Image
 
 from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.deferred import Deferred, DeferredFingerprint
-from consentry.fingerprint.image import KIND_LOCAL, ROTATIONS, ImageFingerprinter
+from consentry.fingerprint.image import (
+    KIND_LOCAL,
+    KIND_WORKING_COPY,
+    ROTATIONS,
+    ImageFingerprinter,
+)
 from consentry.index.hamming import HammingIndex
 from test_match_cli import jpeg, picture
 
@@ -87,17 +92,25 @@ def test_matching_computes_deferred_values_only_for_items_the_plain_hashes_miss(
     for n in range(3):
         index.add(f"W{n + 1}", fp.fingerprint(jpeg(picture(n), 95), "image"), n + 1)
     # A re-encoded copy: the plain whole-picture hashes match; nothing deferred is computed.
-    copy = fp.fingerprint(jpeg(picture(1), 60), "image")
+    copy = fp.query_fingerprint(jpeg(picture(1), 60), "image")
+    assert any(f.kind == KIND_WORKING_COPY for f in deferred_of(copy))
     assert index.match(copy)[0].work_id == "W2"
     assert not any(f.computed for f in deferred_of(copy))
     # A turned copy: the rotation variants are computed (and match), ORB is not needed.
     turned = picture(1).rotate(3.0, Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
-    item = fp.fingerprint(jpeg(turned), "image")
+    item = fp.query_fingerprint(jpeg(turned), "image")
     found = index.match(item)
     assert found[0].work_id == "W2"
     assert "item_rotation_degrees" in found[0].evidence
-    assert all(f.computed == (f.kind != KIND_LOCAL) for f in deferred_of(item))
-    # An unregistered picture goes through every stage.
-    other = fp.fingerprint(jpeg(picture(40)), "image")
+    local = (KIND_LOCAL, KIND_WORKING_COPY)
+    assert all(f.computed == (f.kind not in local) for f in deferred_of(item))
+    # An unregistered picture goes through every stage; its pixels are read only if a
+    # candidate's keypoints agree well enough to be compared, which none does here.
+    other = fp.query_fingerprint(jpeg(picture(40)), "image")
     assert index.match(other) == []
-    assert all(f.computed for f in deferred_of(other))
+    assert all(f.computed == (f.kind != KIND_WORKING_COPY) for f in deferred_of(other))
+    # A crop reaches the aligned comparison: the working copy is read.
+    w, h = picture(1).size
+    cropped = fp.query_fingerprint(jpeg(picture(1).crop((0, 0, w * 7 // 10, h * 7 // 10))), "image")
+    assert index.match(cropped)[0].stage == "local"
+    assert all(f.computed for f in deferred_of(cropped))

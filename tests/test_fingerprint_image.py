@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 from consentry.errors import UnreadableInputError
 from consentry.fingerprint import default_fingerprinters
 from consentry.fingerprint.image import (
+    KIND_GRID,
     KIND_LOCAL,
     KIND_PDQ,
     KIND_REGION,
@@ -44,7 +45,7 @@ def test_emits_pdq_with_dihedral_variants_region_hashes_and_local_features() -> 
     turned = {f"rotate{angle:+g}" for angle in ROTATIONS}
     assert {(KIND_PDQ, f"full~{t}") for t in turned} <= set(out)
     assert {(KIND_REGION, f"all~{t}") for t in turned} <= set(out)
-    assert all(len(v) == 64 for (kind, _), v in out.items() if kind != KIND_LOCAL)
+    assert all(len(v) == 64 for (kind, _), v in out.items() if kind not in (KIND_LOCAL, KIND_GRID))
     xy, descriptors = decode_local_features(out[(KIND_LOCAL, "all")])
     assert 20 <= len(descriptors) <= LOCAL_FEATURES
     assert xy.shape == (len(descriptors), 2)

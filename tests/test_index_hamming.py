@@ -12,7 +12,13 @@ from consentry.errors import InvalidInputError
 from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.image import ImageFingerprinter
 from consentry.index import default_index_factories
-from consentry.index.hamming import CodeIndex, HammingIndex, HammingIndexFactory
+from consentry.index.hamming import (
+    ALIGNED_THRESHOLD,
+    MIN_INLIERS,
+    CodeIndex,
+    HammingIndex,
+    HammingIndexFactory,
+)
 from consentry.index.verify import fit_similarity, verify_similarity
 from test_match_cli import jpeg, picture
 
@@ -69,7 +75,7 @@ def works() -> dict[str, list[Fingerprint]]:
 
 
 def query(image: Image.Image, quality: int = 80) -> list[Fingerprint]:
-    return ImageFingerprinter().fingerprint(jpeg(image, quality), "image")
+    return ImageFingerprinter().query_fingerprint(jpeg(image, quality), "image")
 
 
 def test_match_ranks_the_right_work_first_with_stage_and_evidence(
@@ -87,7 +93,8 @@ def test_match_ranks_the_right_work_first_with_stage_and_evidence(
     cropped = index.match(query(picture(2).crop((0, 0, int(w * 0.7), int(h * 0.7)))))
     assert cropped[0].work_id == "W3"
     assert cropped[0].stage == "local"
-    assert cropped[0].evidence["inliers"] >= 12
+    assert cropped[0].evidence["inliers"] >= MIN_INLIERS
+    assert cropped[0].evidence["aligned_distance"] <= ALIGNED_THRESHOLD
     assert index.match(query(picture(50))) == []
     assert index.match([]) == []
 
@@ -114,8 +121,14 @@ def test_save_load_memory_mapped_and_incremental(
     assert len(again) == 4
     assert again.match(query(picture(3)))[0].work_id == "W4"
     assert again.match(query(picture(0)))[0].work_id == "W1"
-    # Old generations are cleaned up: one set of files per segment plus the work ids.
-    assert len(list(folder.glob("*.npy"))) == 2 * 2 * 5 + 1
+    # The box hashes are saved and loaded with the rest.
+    w, h = picture(3).size
+    cropped = again.match(query(picture(3).crop((0, 0, int(w * 0.7), int(h * 0.7)))))
+    assert cropped[0].work_id == "W4"
+    assert "aligned_distance" in cropped[0].evidence
+    # Old generations are cleaned up: one set of files per segment, the work ids, the box
+    # hashes.
+    assert len(list(folder.glob("*.npy"))) == 2 * 2 * 5 + 2
 
 
 def test_load_refuses_a_foreign_directory(tmp_path: Path) -> None:
@@ -154,9 +167,9 @@ def test_local_stage_runs_only_when_the_global_stage_finds_nothing(
     calls: list[int] = []
     original = HammingIndex._match_local
 
-    def counting(self: HammingIndex, fps: list[Fingerprint], min_inliers: int) -> object:
+    def counting(self: HammingIndex, fps: list[Fingerprint], rule: object) -> object:
         calls.append(1)
-        return original(self, fps, min_inliers)
+        return original(self, fps, rule)  # type: ignore[arg-type]
 
     monkeypatch.setattr(HammingIndex, "_match_local", counting)
     found = index.match(query(picture(1), 60))

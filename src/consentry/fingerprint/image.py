@@ -39,8 +39,22 @@ picture. Then:
    need a grid too dense to be useful. :mod:`consentry.index.hamming` uses them to find and
    geometrically verify (:mod:`consentry.index.verify`) works the hashes miss.
 
-Registration and checking compute the same list; the index stores a registered work's
-un-mirrored hashes (``~`` marks query-only variants) and queries with all of the item's.
+4. ``pdqg1`` (registration only): region-PDQ hashes of fixed boxes of the working copy
+   (:data:`GRID_BOXES`: the centre 60 % and a 3 x 3 grid of half-side cells), with the
+   working copy's size: what a query aligned by the local stage's transform is compared
+   with (:func:`aligned_distance`). Two unrelated pictures can share a dozen ORB matches
+   that agree on one similarity transform by chance; that the *pixels* then also agree,
+   once the query is warped into the work's frame, is independent evidence (measured in
+   ``docs/image-false-matches.md``).
+5. ``grey1`` (queries only, never registered): the query's 8-bit grey working copy, which
+   the index warps for that comparison. A copy of the item's pixels, not a fingerprint:
+   :meth:`ImageFingerprinter.query_fingerprint` adds it, deferred (encoded only if a
+   candidate reaches the comparison), and registration never computes it, so no picture
+   is ever stored.
+
+Registration and checking compute the same list but for those two; the index stores a
+registered work's un-mirrored hashes (``~`` marks query-only variants) and queries with
+all of the item's.
 
 The small-rotation hashes and ``orb1`` are
 :class:`~consentry.fingerprint.deferred.DeferredFingerprint`: their values are computed
@@ -82,9 +96,13 @@ from consentry.fingerprint.pdq import (
 
 __all__ = [
     "DRAFT_FRACTION",
+    "GRID_BOXES",
+    "GRID_RECORD",
+    "KIND_GRID",
     "KIND_LOCAL",
     "KIND_PDQ",
     "KIND_REGION",
+    "KIND_WORKING_COPY",
     "LOCAL_FEATURES",
     "MIN_QUALITY",
     "ROTATIONS",
@@ -92,7 +110,11 @@ __all__ = [
     "VARIANT_SEP",
     "WORK_SIDE",
     "ImageFingerprinter",
+    "aligned_distance",
+    "decode_grid",
     "decode_local_features",
+    "decode_working_copy",
+    "grid_record",
     "local_features",
     "region_hashes",
     "trim_box",
@@ -116,6 +138,25 @@ KIND_LOCAL: Final = "orb1"
 LOCAL_FEATURES: Final = 160
 #: Bytes per keypoint in an ``orb1`` value: x, y (uint16, quarter pixels) and 32 descriptor bytes.
 LOCAL_RECORD: Final = 36
+#: Kind of the registered hashes of fixed boxes, for aligned comparison (version 1).
+KIND_GRID: Final = "pdqg1"
+#: Kind of a query's grey working copy (never registered, see the module docstring).
+KIND_WORKING_COPY: Final = "grey1"
+#: Boxes (left, top, right, bottom, as fractions of the picture's sides) hashed for the
+#: aligned comparison: the centre 60 %, inside any crop of up to 20 % and most 10-degree
+#: rotations; and nine half-side cells on a quarter-side grid, one of which lies inside
+#: any crop of up to 30 % (give or take the coverage tolerance) and away from a caption
+#: band or a corner logo.
+GRID_BOXES: Final[tuple[tuple[float, float, float, float], ...]] = (
+    (0.2, 0.2, 0.8, 0.8),
+    *((x, y, x + 0.5, y + 0.5) for y in (0.0, 0.25, 0.5) for x in (0.0, 0.25, 0.5)),
+)
+#: Bytes of a ``pdqg1`` record: width, height, mask of the boxes hashed (three little-endian
+#: uint16), then 32 bytes a box (zeros where the box is too flat to hash).
+GRID_RECORD: Final = 6 + 32 * len(GRID_BOXES)
+#: A box is compared only if the query covers at least this fraction of it (the rest is
+#: filled by repeating the query's edge pixels).
+GRID_COVERAGE: Final = 0.9
 #: Separator between a region's name and its variant (``all~flip``); variants are query-only.
 VARIANT_SEP: Final = "~"
 #: Angles (degrees, counter-clockwise) of the query-only rotated ``all`` hashes: small
@@ -154,12 +195,23 @@ class ImageFingerprinter:
         return media_type == "image"
 
     def fingerprint(self, data: bytes, media_type: str) -> list[Fingerprint]:
-        """Fingerprints of ``data``; raises ``UnreadableInputError`` if it cannot be decoded.
+        """Fingerprints of ``data`` to register; raises ``UnreadableInputError`` if it cannot
+        be decoded.
 
         The small-rotation hashes and the ORB keypoints are
         :class:`~consentry.fingerprint.deferred.DeferredFingerprint`: computed when first
         read, which the index does only for items its cheaper stages did not match.
         """
+        return self._fingerprints(data, query=False)
+
+    def query_fingerprint(self, data: bytes, media_type: str) -> list[Fingerprint]:
+        """Fingerprints of ``data`` to recognise: as :meth:`fingerprint`, without the
+        ``pdqg1`` box hashes (nothing matches on them) and with the deferred ``grey1``
+        working copy, which the index warps to confirm a local-feature match
+        (``fingerprint_all(..., query=True)`` calls this method)."""
+        return self._fingerprints(data, query=True)
+
+    def _fingerprints(self, data: bytes, *, query: bool) -> list[Fingerprint]:
         scaled = load_scaled(data, fit=PDQ_WORKING_SIZE, min_fraction=DRAFT_FRACTION, grey=True)
         image = scaled.image
         out: list[Fingerprint] = []
@@ -201,7 +253,117 @@ class ImageFingerprinter:
         if pixels.size and int(pixels.max()) - int(pixels.min()) > _FAST_THRESHOLD:
             local: Deferred[Mapping[str, str]] = Deferred(lambda: {"all": _local_value(pixels)})
             out.append(DeferredFingerprint(KIND_LOCAL, "all", local, "all"))
+            if query:
+                copy: Deferred[Mapping[str, str]] = Deferred(
+                    lambda: {"all": _working_copy_value(pixels)}
+                )
+                out.append(DeferredFingerprint(KIND_WORKING_COPY, "all", copy, "all"))
+        if not query:
+            record = grid_record(grey)
+            if record is not None:
+                out.append(Fingerprint(KIND_GRID, base64.b64encode(record).decode("ascii")))
         return out
+
+
+def grid_record(grey: _F32) -> bytes | None:
+    """The ``pdqg1`` record of a working copy (see :data:`GRID_RECORD`); None if every box
+    is too flat to hash."""
+    height, width = grey.shape
+    mask = 0
+    hashes = bytearray(32 * len(GRID_BOXES))
+    for k, box in enumerate(GRID_BOXES):
+        left, top, right, bottom = _pixel_box(box, width, height)
+        dct = _dct16(grey[top:bottom, left:right])
+        if dct is not None:
+            mask |= 1 << k
+            hashes[32 * k : 32 * (k + 1)] = _bits(dct)
+    if not mask:
+        return None
+    return np.array([width, height, mask], "<u2").tobytes() + bytes(hashes)
+
+
+def decode_grid(value: str) -> bytes:
+    """The record of a ``pdqg1`` value; raises ``ValueError`` if it is not one."""
+    record = base64.b64decode(value, validate=True)
+    if len(record) != GRID_RECORD:
+        msg = f"a {KIND_GRID} value holds {GRID_RECORD} bytes, got {len(record)}"
+        raise ValueError(msg)
+    return record
+
+
+def aligned_distance(
+    query: npt.NDArray[np.uint8], matrix: npt.NDArray[np.float64], record: bytes
+) -> tuple[int, int] | None:
+    """Smallest distance between a registered picture's box hashes (``record``) and the same
+    boxes of ``query`` (its grey working copy) warped into the registered picture's frame by
+    ``matrix`` (2 x 3, query to registered working-copy pixels), with the box's number;
+    None if no box hashed on both sides is covered by the query.
+
+    Bits are compared as region-PDQ hashes are, so the distance of unrelated content is
+    about as spread as between any two unrelated pictures' hashes, whatever made the
+    keypoints agree.
+    """
+    width, height, mask = (int(v) for v in np.frombuffer(record[:6], "<u2"))
+    if width < 8 or height < 8:
+        return None
+    inverse = cv2.invertAffineTransform(matrix)
+    q_height, q_width = query.shape
+    best: tuple[int, int] | None = None
+    warped: _F32 | None = None
+    for k, box in enumerate(GRID_BOXES):
+        if not mask >> k & 1:
+            continue
+        left, top, right, bottom = _pixel_box(box, width, height)
+        # Coverage: the box's sample points mapped back into the query.
+        xs = np.linspace(left + 0.5, right - 0.5, 8)
+        ys = np.linspace(top + 0.5, bottom - 0.5, 8)
+        points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+        back = points @ inverse[:, :2].T + inverse[:, 2]
+        inside = (back[:, 0] >= -0.5) & (back[:, 0] <= q_width - 0.5)
+        inside &= (back[:, 1] >= -0.5) & (back[:, 1] <= q_height - 0.5)
+        if float(inside.mean()) < GRID_COVERAGE:
+            continue
+        if warped is None:
+            warped = np.asarray(
+                cv2.warpAffine(
+                    query.astype(np.float32),
+                    matrix.astype(np.float64),
+                    (width, height),
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE,
+                ),
+                np.float32,
+            )
+        dct = _dct16(warped[top:bottom, left:right])
+        if dct is None:
+            continue
+        stored = np.frombuffer(record, np.uint8, 32, 6 + 32 * k)
+        distance = int(np.bitwise_count(np.frombuffer(_bits(dct), np.uint8) ^ stored).sum())
+        if best is None or distance < best[0]:
+            best = (distance, k)
+    return best
+
+
+def decode_working_copy(value: str) -> npt.NDArray[np.uint8]:
+    """The pixels of a ``grey1`` value; raises ``ValueError`` if it is not one."""
+    size, _, payload = value.partition(":")
+    width_text, _, height_text = size.partition("x")
+    width, height = int(width_text), int(height_text)
+    raw = base64.b64decode(payload, validate=True)
+    if width <= 0 or height <= 0 or len(raw) != width * height:
+        msg = f"a {KIND_WORKING_COPY} value of {width} x {height} holds {len(raw)} bytes"
+        raise ValueError(msg)
+    return np.frombuffer(raw, np.uint8).reshape(height, width)
+
+
+def _working_copy_value(pixels: npt.NDArray[np.uint8]) -> str:
+    height, width = pixels.shape
+    return f"{width}x{height}:" + base64.b64encode(pixels.tobytes()).decode("ascii")
+
+
+def _pixel_box(box: tuple[float, float, float, float], width: int, height: int) -> Box:
+    left, top, right, bottom = box
+    return (round(left * width), round(top * height), round(right * width), round(bottom * height))
 
 
 def region_hashes(grey: _F32) -> list[tuple[str, str]]:
@@ -427,10 +589,14 @@ def _mirror_lr(dct: _Floats) -> _Floats:
 
 
 def _hex(dct: npt.NDArray[np.floating]) -> str:
+    return _bits(dct).hex()
+
+
+def _bits(dct: npt.NDArray[np.floating]) -> bytes:
     flat = dct.ravel()
     median = np.partition(flat, flat.size // 2 - 1)[flat.size // 2 - 1]
     packed: npt.NDArray[np.uint8] = np.packbits(flat > median)
-    return packed.tobytes().hex()
+    return packed.tobytes()
 
 
 @lru_cache(maxsize=256)

@@ -13,10 +13,17 @@ Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
   :data:`LOCAL_RADIUS`, skipping overfull chunk buckets); works with at least
   :data:`MIN_VOTES` distinct matched query keypoints, and at least as many as the inlier
   threshold, are verified geometrically (:mod:`consentry.index.verify`, at most
-  :data:`MAX_VERIFIED`), and match (stage ``local``) with at least :data:`MIN_INLIERS`
-  inliers of one similarity transform. This finds crops, pads, overlays, rotations and
-  screenshots that whole-picture hashes miss. It is the expensive stage, so it runs only
-  when the global stage matched nothing.
+  :data:`MAX_VERIFIED`). A work matches (stage ``local``) when the similarity transform
+  has at least :data:`MIN_INLIERS` inliers **and** the query, warped into the work's frame
+  by that transform, agrees with the work's box hashes (``pdqg1``) within
+  :data:`ALIGNED_THRESHOLD` bits (:func:`~consentry.fingerprint.image.aligned_distance`),
+  or when it has :data:`UNCONFIRMED_INLIERS` inliers whatever the pixels say. Keypoints
+  agreeing on a transform and pixels agreeing once aligned are two different kinds of
+  evidence, and unrelated pictures rarely give both (``docs/image-false-matches.md``).
+  Works registered before the box hashes existed have none; for them
+  :data:`LEGACY_MIN_INLIERS` inliers alone decide, as before. This finds crops, pads,
+  overlays, rotations and screenshots that whole-picture hashes miss. It is the expensive
+  stage, so it runs only when the global stage matched nothing.
 
 Multi-index hashing (Norouzi, Punjani and Fleet, "Fast search in Hamming space with
 multi-index hashing", CVPR 2012): a code is cut into 16 chunks of 16 bits; two codes within
@@ -51,22 +58,31 @@ from consentry.domain.decision import WorkMatch
 from consentry.errors import InvalidInputError
 from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.image import (
+    GRID_RECORD,
+    KIND_GRID,
     KIND_LOCAL,
     KIND_PDQ,
     KIND_REGION,
+    KIND_WORKING_COPY,
     ROTATION_VARIANT,
     ROTATIONS,
     VARIANT_SEP,
+    aligned_distance,
+    decode_grid,
     decode_local_features,
+    decode_working_copy,
 )
 from consentry.index.verify import fit_similarity
 
 __all__ = [
+    "ALIGNED_THRESHOLD",
     "GLOBAL_THRESHOLD",
+    "LEGACY_MIN_INLIERS",
     "LOCAL_RADIUS",
     "MIN_INLIERS",
     "MIN_VOTES",
     "RETRIEVAL_RADIUS",
+    "UNCONFIRMED_INLIERS",
     "CodeIndex",
     "HammingIndex",
     "HammingIndexFactory",
@@ -82,8 +98,15 @@ LOCAL_RADIUS: Final = 40
 #: Works with fewer distinct matched query keypoints (or fewer than the inlier threshold)
 #: are not verified.
 MIN_VOTES: Final = 8
-#: A geometric verification needs this many inliers.
-MIN_INLIERS: Final = 12
+#: A geometric verification confirmed by the aligned box hashes needs this many inliers.
+MIN_INLIERS: Final = 10
+#: ... and the aligned query's box hashes within this many bits of the work's (best box).
+ALIGNED_THRESHOLD: Final = 50
+#: A geometric verification with this many inliers matches without the aligned comparison
+#: (a query without its working copy, or pixels that no box can compare).
+UNCONFIRMED_INLIERS: Final = 24
+#: Works registered without box hashes (before ``pdqg1``) match on this many inliers alone.
+LEGACY_MIN_INLIERS: Final = 12
 #: At most this many candidate works (most distinct matched keypoints first) are verified
 #: per query.
 MAX_VERIFIED: Final = 8
@@ -303,7 +326,7 @@ class HammingIndex:
     """:class:`~consentry.index.base.WorkIndex` for images (see the module docstring)."""
 
     name: Final = "image-hamming"
-    kinds: Final = frozenset({KIND_PDQ, KIND_REGION, KIND_LOCAL})
+    kinds: Final = frozenset({KIND_PDQ, KIND_REGION, KIND_LOCAL, KIND_GRID})
 
     def __init__(
         self,
@@ -313,6 +336,8 @@ class HammingIndex:
         watermark: int = 0,
         saved_works: int = 0,
         works_stem: str | None = None,
+        grids: _U8 | None = None,
+        grids_stem: str | None = None,
     ) -> None:
         self._work_ids: list[str] = work_ids if work_ids is not None else []
         self._ordinal: dict[str, int] | None = None
@@ -321,6 +346,11 @@ class HammingIndex:
         self._watermark = watermark
         self._saved_works = saved_works
         self._works_stem = works_stem
+        # Box hashes (``pdqg1`` records) by work ordinal: as saved (memory-mapped, one row a
+        # work, zeros for none) and added since.
+        self._grids: _U8 = grids if grids is not None else np.zeros((0, GRID_RECORD), np.uint8)
+        self._grids_stem = grids_stem
+        self._new_grids: dict[int, bytes] = {}
 
     @property
     def watermark(self) -> int:
@@ -349,6 +379,12 @@ class HammingIndex:
                 packed = _pack_xy(xy)
                 owners = np.full(len(descriptors), ordinal, np.uint32)
                 self.local_codes.add(descriptors, owners, packed)
+            elif fp.kind == KIND_GRID:
+                try:
+                    self._new_grids[ordinal] = decode_grid(fp.value)
+                except ValueError as exc:
+                    msg = f"work {work_id}: bad {KIND_GRID} fingerprint: {exc}"
+                    raise InvalidInputError(msg) from exc
         if global_codes:
             codes = np.frombuffer(b"".join(global_codes), np.uint8).reshape(-1, CODE_BYTES)
             owners = np.full(len(codes), ordinal, np.uint32)
@@ -364,13 +400,19 @@ class HammingIndex:
         *,
         global_threshold: int = GLOBAL_THRESHOLD,
         min_inliers: int = MIN_INLIERS,
+        aligned_threshold: int = ALIGNED_THRESHOLD,
+        unconfirmed_inliers: int = UNCONFIRMED_INLIERS,
     ) -> list[WorkMatch]:
-        """:meth:`match` with other thresholds (the benchmark uses lax ones for AP curves)."""
+        """:meth:`match` with other thresholds (the benchmarks use lax ones for AP curves and
+        false-match statistics: with ``min_inliers=1`` and ``aligned_threshold=256`` every
+        verified candidate is listed, with its inliers and aligned distance)."""
         # The local stage (ORB, RANSAC) is the expensive one: it runs only for items the
         # whole-picture codes did not match.
         found_all = self._match_global(fingerprints, global_threshold)
         if not found_all:
-            found_all = self._match_local(fingerprints, min_inliers)
+            found_all = self._match_local(
+                fingerprints, _LocalRule(min_inliers, aligned_threshold, unconfirmed_inliers)
+            )
         best: dict[int, WorkMatch] = {}
         for ordinal, found in found_all:
             if ordinal not in best or found.score > best[ordinal].score:
@@ -439,9 +481,11 @@ class HammingIndex:
         return out
 
     def _match_local(
-        self, fingerprints: Sequence[Fingerprint], min_inliers: int
+        self, fingerprints: Sequence[Fingerprint], rule: _LocalRule
     ) -> list[tuple[int, WorkMatch]]:
         local = [fp for fp in fingerprints if fp.kind == KIND_LOCAL]
+        copies = [fp for fp in fingerprints if fp.kind == KIND_WORKING_COPY]
+        min_inliers = min(rule.min_inliers, rule.unconfirmed_inliers, LEGACY_MIN_INLIERS)
         if not local or len(self.local_codes) == 0:
             return []
         xy, descriptors = decode_local_features(local[0].value)
@@ -494,22 +538,49 @@ class HammingIndex:
         query_points = xy[q[mine[kept]]]
         registered_points = _unpack_xy(aux[mine[kept]])
         out: list[tuple[int, WorkMatch]] = []
+        pixels: npt.NDArray[np.uint8] | None = None
         for ordinal, lo, hi in zip(top.tolist(), bounds.tolist(), ends.tolist(), strict=True):
             if hi - lo < min_inliers:
                 continue  # fewer one-to-one matches than inliers needed: no need to fit
             verified = fit_similarity(query_points[lo:hi], registered_points[lo:hi])
             if verified is None or verified.inliers < min_inliers:
                 continue
-            evidence = {
+            evidence: dict[str, object] = {
                 "inliers": verified.inliers,
                 "keypoint_matches": verified.matches,
                 "scale": round(verified.scale, 3),
                 "rotation_degrees": round(verified.rotation_degrees, 1),
             }
+            grid = self._grid(ordinal)
+            if grid is None:  # registered before box hashes: inliers alone, as before
+                if verified.inliers < LEGACY_MIN_INLIERS:
+                    continue
+            else:
+                aligned = None
+                if copies and verified.inliers >= rule.min_inliers:
+                    if pixels is None:
+                        pixels = _working_copy(copies[0])
+                    matrix = np.array(verified.matrix, np.float64).reshape(2, 3)
+                    aligned = aligned_distance(pixels, matrix, grid)
+                if aligned is not None:
+                    evidence["aligned_distance"] = aligned[0]
+                    evidence["aligned_box"] = aligned[1]
+                confirmed = aligned is not None and aligned[0] <= rule.aligned_threshold
+                if not confirmed and verified.inliers < rule.unconfirmed_inliers:
+                    continue
             score = round(min(1.0, 0.5 + verified.inliers / 100.0), 4)
             work = self._work_ids[ordinal]
             out.append((ordinal, WorkMatch(work, score, "local", evidence)))
         return out
+
+    def _grid(self, ordinal: int) -> bytes | None:
+        """The work's ``pdqg1`` record, or None if it was registered without one."""
+        record = self._new_grids.get(ordinal)
+        if record is None and ordinal < len(self._grids):
+            row = self._grids[ordinal]
+            if row[:2].any():  # a width: zeros mean none
+                record = row.tobytes()
+        return record
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -533,6 +604,19 @@ class HammingIndex:
             _save_array(directory / f"{self._works_stem}.npy", ids)
             self._saved_works = len(self._work_ids)
         files["works"] = self._works_stem
+        if self._new_grids or (
+            self._grids_stem is not None
+            and not (directory / f"{self._grids_stem}.npy").exists()  # saving elsewhere
+        ):
+            grids = np.zeros((len(self._work_ids), GRID_RECORD), np.uint8)
+            grids[: len(self._grids)] = self._grids
+            for ordinal, record in self._new_grids.items():
+                grids[ordinal] = np.frombuffer(record, np.uint8)
+            self._grids_stem = f"grids-{generation}"
+            _save_array(directory / f"{self._grids_stem}.npy", grids)
+            self._grids, self._new_grids = grids, {}
+        if self._grids_stem is not None:
+            files["grids"] = self._grids_stem
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -571,6 +655,14 @@ class HammingIndexFactory:
             main = _read_segment(directory, files[f"{family}-main"])
             delta = _read_segment(directory, files[f"{family}-delta"])
             indexes.append(CodeIndex(main, delta))
+        # Indexes saved before box hashes existed have no "grids" file: no work has any.
+        grids_stem = files.get("grids")
+        grids = None
+        if grids_stem is not None:
+            grids = np.load(directory / f"{grids_stem}.npy", mmap_mode="r")
+            if grids.ndim != 2 or grids.shape[1] != GRID_RECORD or grids.dtype != np.uint8:
+                msg = f"{directory}: {grids_stem}.npy is not a table of {KIND_GRID} records"
+                raise InvalidInputError(msg)
         return HammingIndex(
             work_ids,
             indexes[0],
@@ -578,6 +670,8 @@ class HammingIndexFactory:
             int(meta["watermark"]),
             len(work_ids),
             files["works"],
+            grids,
+            grids_stem,
         )
 
 
@@ -642,6 +736,23 @@ def _first_of_runs(major: _I64, minor: _I64) -> npt.NDArray[np.bool_]:
     first = np.ones(len(major), bool)
     first[1:] = (major[1:] != major[:-1]) | (minor[1:] != minor[:-1])
     return first
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalRule:
+    """The local stage's thresholds (see the module docstring)."""
+
+    min_inliers: int
+    aligned_threshold: int
+    unconfirmed_inliers: int
+
+
+def _working_copy(fp: Fingerprint) -> npt.NDArray[np.uint8]:
+    try:
+        return decode_working_copy(fp.value)
+    except ValueError as exc:
+        msg = f"bad {KIND_WORKING_COPY} fingerprint: {exc}"
+        raise InvalidInputError(msg) from exc
 
 
 def _code(value: str) -> bytes:

@@ -43,12 +43,15 @@ _SEED: Final = 20240611
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """Outcome of one verification: inliers among ``matches`` and the transform's parameters."""
+    """Outcome of one verification: inliers among ``matches`` and the transform's parameters
+    (``matrix``: the 2 x 3 affine matrix, row by row, from query to registered working-copy
+    pixels)."""
 
     inliers: int
     matches: int
     scale: float
     rotation_degrees: float
+    matrix: tuple[float, float, float, float, float, float]
 
 
 def verify_similarity(
@@ -103,4 +106,5 @@ def fit_similarity(
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         return None
     rotation = math.degrees(math.atan2(float(matrix[1, 0]), float(matrix[0, 0])))
-    return Verified(int(mask.sum()), len(query_xy), scale, rotation)
+    a, b, c, d, e, f = (float(v) for v in matrix.ravel())
+    return Verified(int(mask.sum()), len(query_xy), scale, rotation, (a, b, c, d, e, f))
