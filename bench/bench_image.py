@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from bench.imagecorpus import corpus
 from consentry.fingerprint.base import Fingerprint
-from consentry.fingerprint.image import DRAFT_FRACTION, ImageFingerprinter
+from consentry.fingerprint.image import DRAFT_FRACTION, KIND_PDQ, ImageFingerprinter
 from consentry.fingerprint.imageload import load_image, load_scaled
 from consentry.fingerprint.pdq import PDQ_WORKING_SIZE, pdq_hash
 from consentry.index.hamming import CodeIndex, HammingIndex
@@ -428,14 +428,19 @@ def _speed(paths: list[str]) -> str:
     )
 
 
+def _is_pdq(fp: Fingerprint) -> bool:
+    """The whole-picture PDQ hash (other kinds have a ``full`` region too)."""
+    return fp.kind == KIND_PDQ and fp.region == "full"
+
+
 def _scale(quick: bool, reg: list[tuple[list[Fingerprint], bytes, int]], pos: list) -> str:  # type: ignore[type-arg]
     """Index build time, memory and query latency with random-plus-real global codes."""
-    real = [bytes.fromhex(f.value) for prints, _, _ in reg for f in prints if f.region == "full"]
+    real = [bytes.fromhex(f.value) for prints, _, _ in reg for f in prints if _is_pdq(f)]
     queries = [
         bytes.fromhex(f.value)
         for prints, _, _ in pos[:: max(1, len(pos) // 500)]
         for f in prints
-        if f.region == "full"
+        if _is_pdq(f)
     ]
     q = np.frombuffer(b"".join(queries), np.uint8).reshape(-1, 32)
     rows = []

@@ -201,3 +201,21 @@ def test_a_malformed_working_copy_is_refused(index: HammingIndex, value: str) ->
     prints = [f for f in query(crop(2)) if f.kind != KIND_WORKING_COPY]
     with pytest.raises(InvalidInputError, match=KIND_WORKING_COPY):
         index.match([*prints, Fingerprint(KIND_WORKING_COPY, value)])
+
+
+def test_a_box_mostly_covered_is_compared() -> None:
+    # A crop keeping 70 % from 27 % in: the half-side cell from the middle column and row
+    # is 96 % covered along each side (92 % in all), enough to be compared.
+    image = picture(3)
+    w, h = image.size
+    left, top = round(w * 0.27), round(h * 0.27)
+    cropped = image.crop((left, top, left + round(w * 0.7), top + round(h * 0.7)))
+    record = decode_grid(of_kind(registered(3), KIND_GRID)[0].value)
+    pixels = decode_working_copy(of_kind(query(cropped), KIND_WORKING_COPY)[0].value)
+    width = np.frombuffer(record[:2], "<u2")[0]
+    scale = 0.7 * float(width) / WORK_SIDE * WORK_SIDE / pixels.shape[1]
+    offset = 0.27 * float(width)
+    matrix = np.array([[scale, 0.0, offset], [0.0, scale, offset * 360 / 480]])
+    found = aligned_distance(pixels, matrix, record)
+    assert found is not None
+    assert found[0] <= ALIGNED_THRESHOLD

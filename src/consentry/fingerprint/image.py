@@ -166,6 +166,8 @@ ROTATIONS: Final[tuple[float, ...]] = (-3.0, -2.0, 2.0, 3.0)
 #: Variant name prefix of those hashes (``all~rotate+3``).
 ROTATION_VARIANT: Final = "rotate"
 
+# Sample points a side of a box when measuring how much of it a query covers.
+_COVERAGE_SAMPLES: Final = 32
 # ORB's FAST corner threshold (grey levels).
 _FAST_THRESHOLD: Final = 10
 _DOWN: Final = 64
@@ -314,9 +316,11 @@ def aligned_distance(
         if not mask >> k & 1:
             continue
         left, top, right, bottom = _pixel_box(box, width, height)
-        # Coverage: the box's sample points mapped back into the query.
-        xs = np.linspace(left + 0.5, right - 0.5, 8)
-        ys = np.linspace(top + 0.5, bottom - 0.5, 8)
+        # Coverage: the box's sample points mapped back into the query. 32 a side: with 8,
+        # a box covered 94 % along one side counted only 7 of 8 columns and was never
+        # compared (a 30 % crop lost a tenth of its matches).
+        xs = np.linspace(left + 0.5, right - 0.5, _COVERAGE_SAMPLES)
+        ys = np.linspace(top + 0.5, bottom - 0.5, _COVERAGE_SAMPLES)
         points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
         back = points @ inverse[:, :2].T + inverse[:, 2]
         inside = (back[:, 0] >= -0.5) & (back[:, 0] <= q_width - 0.5)
