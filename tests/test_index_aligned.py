@@ -189,6 +189,8 @@ def test_an_index_saved_before_box_hashes_loads_and_matches_as_before(
     [
         ("not base64!", "pdqg1"),
         (base64.b64encode(b"\x00" * (GRID_RECORD - 1)).decode(), "holds"),
+        (base64.b64encode(b"\xff\xff\xff\xff" + b"\x00" * (GRID_RECORD - 4)).decode(), "65535"),
+        (base64.b64encode(b"\x00" * GRID_RECORD).decode(), "0 x 0"),
     ],
 )
 def test_a_malformed_box_hash_record_is_refused(value: str, message: str) -> None:

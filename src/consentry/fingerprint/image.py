@@ -44,8 +44,8 @@ picture. Then:
    working copy's size: what a query aligned by the local stage's transform is compared
    with (:func:`aligned_distance`). Two unrelated pictures can share a dozen ORB matches
    that agree on one similarity transform by chance; that the *pixels* then also agree,
-   once the query is warped into the work's frame, is independent evidence (measured in
-   ``docs/image-false-matches.md``).
+   once the query is warped into the work's frame, is a second kind of evidence (how
+   independent of the first is measured in ``docs/image-false-matches.md``).
 5. ``grey1`` (queries only, never registered): the query's 8-bit grey working copy, which
    the index warps for that comparison. A copy of the item's pixels, not a fingerprint:
    :meth:`ImageFingerprinter.query_fingerprint` adds it, deferred (encoded only if a
@@ -289,6 +289,12 @@ def decode_grid(value: str) -> bytes:
     record = base64.b64decode(value, validate=True)
     if len(record) != GRID_RECORD:
         msg = f"a {KIND_GRID} value holds {GRID_RECORD} bytes, got {len(record)}"
+        raise ValueError(msg)
+    # The size of a working copy: the comparison warps a query to it, so a record claiming
+    # a larger one (corrupt, or not ours) must not make it allocate that much.
+    width, height = (int(v) for v in np.frombuffer(record[:4], "<u2"))
+    if not (8 <= width <= WORK_SIDE and 8 <= height <= WORK_SIDE):
+        msg = f"a {KIND_GRID} value of a {width} x {height} working copy (at most {WORK_SIDE})"
         raise ValueError(msg)
     return record
 
