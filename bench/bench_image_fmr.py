@@ -52,9 +52,9 @@ from bench.fmrstats import (
     GeometricTail,
     balanced_split,
     clopper_pearson,
-    distance_tail_fit,
     geometric_tail_fit,
     per_query,
+    widening_tail_fit,
 )
 from bench.imagecorpus import ROOT, Entry, entries
 from consentry.fingerprint.base import Fingerprint
@@ -72,6 +72,7 @@ from consentry.index.hamming import (
     MIN_INLIERS,
     UNCONFIRMED_INLIERS,
     HammingIndex,
+    LocalRule,
 )
 
 SEED = 20251126
@@ -272,9 +273,7 @@ def global_distances(
 
 def local_ok(inliers: int, aligned: int, rule: tuple[int, int, int]) -> bool:
     """Whether a verified pair matches under ``rule`` (see :data:`OPERATING`)."""
-    t_local, t_aligned, t_unconfirmed = rule
-    confirmed = inliers >= t_local and 0 <= aligned <= t_aligned
-    return confirmed or inliers >= t_unconfirmed
+    return LocalRule(*rule).accepts(inliers, aligned if aligned >= 0 else None)
 
 
 def decide(
@@ -559,14 +558,10 @@ class _Report:
         comparable = int(hist.sum())
         # The tail proper (CDF <= 1e-4) where there are enough pairs; a small run has to
         # reach further into the bulk.
-        for max_cdf in (1e-4, 1e-3, 1e-2, 0.05):
-            try:
-                tail = distance_tail_fit(hist, max_cdf=max_cdf)
-                break
-            except ValueError:
-                continue
-        else:
-            raise RuntimeError("too few impostor pairs for a tail fit")
+        try:
+            max_cdf, tail = widening_tail_fit(hist, (1e-4, 1e-3, 1e-2, 0.05))
+        except ValueError as exc:
+            raise RuntimeError("too few impostor pairs for a tail fit") from exc
         cum = np.cumsum(hist)
         smallest = int(np.flatnonzero(hist)[0])
         show = sorted(
@@ -695,23 +690,14 @@ class _Report:
         for floor in (1, 6):
             sel = compared & (inliers >= floor)
             hist = np.bincount(aligned[sel], minlength=257)[:257].astype(np.int64)
-            for max_cdf in (1e-3, 1e-2, 0.05, 0.2):
-                try:
-                    fits.append(
-                        (
-                            floor,
-                            int(sel.sum()),
-                            hist,
-                            max_cdf,
-                            distance_tail_fit(hist, max_cdf=max_cdf, min_count=10),
-                        )
-                    )
-                    break
-                except ValueError:
-                    continue
+            try:
+                cut, fit = widening_tail_fit(hist, (1e-3, 1e-2, 0.05, 0.2), min_count=10)
+            except ValueError:
+                continue  # too few pairs with this many inliers
+            fits.append((floor, int(sel.sum()), hist, cut, fit))
         if not fits:
             raise RuntimeError("too few verified impostor pairs for an aligned-distance fit")
-        _, n, hist, max_cdf, shown = fits[0]  # the table: every compared pair
+        _, n, hist, max_cdf, shown = fits[0]  # the table: the widest population fitted
         cum = np.cumsum(hist)
         show = sorted(
             {40, 50, 60, 70, 80, ALIGNED_THRESHOLD}

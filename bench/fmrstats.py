@@ -13,7 +13,7 @@ Pure functions of arrays, tested in ``tests/test_bench_image_fmr.py``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "distance_tail_fit",
     "geometric_tail_fit",
     "per_query",
+    "widening_tail_fit",
 ]
 
 
@@ -116,6 +117,21 @@ def distance_tail_fit(
         fit_from=int(d[use][0]),
         fit_to=int(d[use][-1]),
     )
+
+
+def widening_tail_fit(
+    counts: npt.NDArray[np.int64], max_cdfs: Sequence[float], *, min_count: int = 25
+) -> tuple[float, DistanceTail]:
+    """:func:`distance_tail_fit` at the first of ``max_cdfs`` (increasing) that has enough
+    tail points, with that cut: the tail proper where there are enough pairs, further into
+    the bulk for a small run. Raises ``ValueError`` if none has."""
+    for max_cdf in max_cdfs:
+        try:
+            return max_cdf, distance_tail_fit(counts, max_cdf=max_cdf, min_count=min_count)
+        except ValueError:
+            continue
+    msg = f"no tail fit up to an empirical CDF of {max_cdfs[-1]:g}"
+    raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,7 @@ __all__ = [
     "CodeIndex",
     "HammingIndex",
     "HammingIndexFactory",
+    "LocalRule",
 ]
 
 #: Candidates are retrieved within this distance (complete up to 31 by the pigeonhole rule).
@@ -411,7 +412,7 @@ class HammingIndex:
         found_all = self._match_global(fingerprints, global_threshold)
         if not found_all:
             found_all = self._match_local(
-                fingerprints, _LocalRule(min_inliers, aligned_threshold, unconfirmed_inliers)
+                fingerprints, LocalRule(min_inliers, aligned_threshold, unconfirmed_inliers)
             )
         best: dict[int, WorkMatch] = {}
         for ordinal, found in found_all:
@@ -481,7 +482,7 @@ class HammingIndex:
         return out
 
     def _match_local(
-        self, fingerprints: Sequence[Fingerprint], rule: _LocalRule
+        self, fingerprints: Sequence[Fingerprint], rule: LocalRule
     ) -> list[tuple[int, WorkMatch]]:
         local = [fp for fp in fingerprints if fp.kind == KIND_LOCAL]
         copies = [fp for fp in fingerprints if fp.kind == KIND_WORKING_COPY]
@@ -565,8 +566,7 @@ class HammingIndex:
                 if aligned is not None:
                     evidence["aligned_distance"] = aligned[0]
                     evidence["aligned_box"] = aligned[1]
-                confirmed = aligned is not None and aligned[0] <= rule.aligned_threshold
-                if not confirmed and verified.inliers < rule.unconfirmed_inliers:
+                if not rule.accepts(verified.inliers, None if aligned is None else aligned[0]):
                     continue
             score = round(min(1.0, 0.5 + verified.inliers / 100.0), 4)
             work = self._work_ids[ordinal]
@@ -739,12 +739,26 @@ def _first_of_runs(major: _I64, minor: _I64) -> npt.NDArray[np.bool_]:
 
 
 @dataclass(frozen=True, slots=True)
-class _LocalRule:
-    """The local stage's thresholds (see the module docstring)."""
+class LocalRule:
+    """The local stage's thresholds (see the module docstring), for works with box hashes.
 
-    min_inliers: int
-    aligned_threshold: int
-    unconfirmed_inliers: int
+    The benchmarks recompute :meth:`HammingIndex.match`'s decision at other thresholds with
+    :meth:`accepts`, so the rule is written once.
+    """
+
+    min_inliers: int = MIN_INLIERS
+    aligned_threshold: int = ALIGNED_THRESHOLD
+    unconfirmed_inliers: int = UNCONFIRMED_INLIERS
+
+    def accepts(self, inliers: int, aligned: int | None) -> bool:
+        """Whether a verification with ``inliers`` and an aligned distance (None: no box
+        compared) matches."""
+        confirmed = (
+            aligned is not None
+            and inliers >= self.min_inliers
+            and aligned <= self.aligned_threshold
+        )
+        return confirmed or inliers >= self.unconfirmed_inliers
 
 
 def _working_copy(fp: Fingerprint) -> npt.NDArray[np.uint8]:
