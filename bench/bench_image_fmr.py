@@ -36,6 +36,7 @@ import sys
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -59,18 +60,32 @@ from bench.fmrstats import (
 from bench.imagecorpus import ROOT, Entry, entries
 from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.image import (
+    KIND_GRID,
     KIND_PDQ,
     KIND_REGION,
+    KIND_WORKING_COPY,
     ROTATION_VARIANT,
     ROTATIONS,
     VARIANT_SEP,
     ImageFingerprinter,
+    decode_grid,
+    decode_working_copy,
+)
+from consentry.index.alignment import (
+    TAG_ALL,
+    TAG_PDQ,
+    TAG_TRIM,
+    implied_aligned_distance,
+    transform_key,
 )
 from consentry.index.hamming import (
     ALIGNED_THRESHOLD,
     GLOBAL_THRESHOLD,
+    GLOBAL_UNCONFIRMED,
     MIN_INLIERS,
     UNCONFIRMED_INLIERS,
+    GlobalCandidate,
+    GlobalRule,
     HammingIndex,
     LocalRule,
 )
@@ -101,7 +116,21 @@ RULE_GRID = (
     (12, -1, 12),
     (16, -1, 16),
 )
-GLOBAL_GRID = (16, 20, 24, 26, 28, 30, 32, 36)
+# The global stage's rule: (threshold, distance matching without the aligned comparison,
+# largest aligned distance); unconfirmed = threshold is the rule before the comparison.
+GLOBAL_OPERATING = (GLOBAL_THRESHOLD, GLOBAL_UNCONFIRMED, ALIGNED_THRESHOLD)
+GLOBAL_GRID = (
+    *((GLOBAL_THRESHOLD, u, ALIGNED_THRESHOLD) for u in (8, 12, 16, 20, 24)),
+    (GLOBAL_THRESHOLD, GLOBAL_UNCONFIRMED, 40),
+    (GLOBAL_THRESHOLD, GLOBAL_UNCONFIRMED, 60),
+    *((t, t, ALIGNED_THRESHOLD) for t in (16, 20, 24, 28, 30)),
+)
+#: Impostor pairs this close (any code pair with an implied alignment) get an aligned
+#: distance too, to measure how the box hashes of unrelated pictures agree when their
+#: whole-picture codes come close.
+NEAR_ALIGNED = 76
+#: ... at most this many works a query, the closest.
+NEAR_ALIGNED_WORKS = 40
 CACHE = ROOT / "image_fmr.pickle"
 #: Pairs of files from different package families that really show the same picture,
 #: established by looking at every pair the operating point matched (2026-11-26, see
@@ -137,6 +166,11 @@ class Probe:
     matches: list[tuple[int, str, float, dict[str, object]]]  # ordinal, stage, score, evidence
     # ordinal -> (inliers, scale, rotation, aligned distance or -1 when no box compared)
     local: dict[int, tuple[int, float, float, int]] = field(default_factory=dict)
+    # ordinal -> the codes the global stage would try (HammingIndex.global_candidates)
+    global_: dict[int, list[GlobalCandidate]] = field(default_factory=dict)
+    # (ordinal, distance, aligned distance) of the closest code pair with an implied
+    # alignment, for every work within NEAR_ALIGNED (distractors only)
+    near: list[tuple[int, int, int]] = field(default_factory=list)
     error: str = ""
 
 
@@ -144,6 +178,10 @@ class Probe:
 
 _INDEXES: list[HammingIndex] = []
 _ORDINAL: list[dict[str, int]] = []
+# Per fold: every registered whole-picture code (n, 32), its work ordinal and its tag; the
+# works' box hash records (None: none).
+_REG_ALL: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], list[str]]] = []
+_GRIDS: list[list[bytes | None]] = []
 
 
 def _transformed(path: str, family: str, seed: int) -> bytes:
@@ -184,6 +222,8 @@ def _probe(job: tuple[int, int, str, str, bool]) -> Probe:
         return Probe(fold, entry, family, positive, {}, [], error=repr(exc))
     index, ordinal = _INDEXES[fold], _ORDINAL[fold]
     found = [(ordinal[m.work_id], m.stage, m.score, m.evidence) for m in index.match(prints)]
+    candidates = {ordinal[w]: c for w, c in index.global_candidates(prints).items()}
+    near = [] if positive else near_aligned(prints, fold)
     # The global stage off (threshold -1), every threshold of the local stage at its laxest:
     # every candidate the local stage verifies, with its inliers and aligned distance.
     local = {}
@@ -197,7 +237,51 @@ def _probe(job: tuple[int, int, str, str, bool]) -> Probe:
             float(str(ev["rotation_degrees"])),
             -1 if aligned is None else int(str(aligned)),
         )
-    return Probe(fold, entry, family, positive, _query_codes(prints), found, local)
+    codes = _query_codes(prints)
+    return Probe(fold, entry, family, positive, codes, found, local, candidates, near)
+
+
+def near_aligned(prints: list[Fingerprint], fold: int) -> list[tuple[int, int, int]]:
+    """For every work of the fold with a code pair within :data:`NEAR_ALIGNED` bits that
+    implies an alignment (PDQ with PDQ, region with region, not on a registered ``trim``
+    code), the closest such pair's distance and the aligned distance it gives (-1: no box
+    covered). Exhaustive over the fold's codes, unlike the index's search, which is
+    complete only to 31 bits."""
+    reg, owner, tags = _REG_ALL[fold]
+    copy = [f for f in prints if f.kind == KIND_WORKING_COPY]
+    names, codes, families = [], [], []
+    for fp in prints:
+        if fp.kind in (KIND_PDQ, KIND_REGION):
+            names.append(fp.region)
+            codes.append(bytes.fromhex(fp.value))
+            families.append(0 if fp.kind == KIND_PDQ else 1)
+    if not codes or not copy or len(reg) == 0:
+        return []
+    query = np.frombuffer(b"".join(codes), np.uint8).reshape(-1, 32)
+    xor = query.view(np.uint64)[:, None, :] ^ reg.view(np.uint64)[None, :, :]
+    dist = np.bitwise_count(xor).sum(axis=2)
+    reg_family = np.array([0 if t == TAG_PDQ else 1 for t in tags])
+    usable = np.array([t != TAG_TRIM for t in tags])
+    ok = (np.array(families)[:, None] == reg_family[None, :]) & usable[None, :]
+    dist = np.where(ok, dist, 10**6)
+    qi, ri = np.nonzero(dist <= NEAR_ALIGNED)
+    best: dict[int, tuple[int, int, int]] = {}
+    for i, j in sorted(zip(qi.tolist(), ri.tolist(), strict=True), key=lambda p: dist[p]):
+        work = int(owner[j])
+        if work in best or transform_key(names[i], tags[j]) is None:
+            continue
+        best[work] = (int(dist[i, j]), i, j)
+    pixels = None
+    out = []
+    for work, (d, i, j) in sorted(best.items(), key=lambda w: w[1][0])[:NEAR_ALIGNED_WORKS]:
+        grid = _GRIDS[fold][work]
+        if grid is None:
+            continue
+        if pixels is None:
+            pixels = decode_working_copy(copy[0].value)
+        aligned = implied_aligned_distance(names[i], tags[j], pixels, grid)
+        out.append((work, d, -1 if aligned is None else aligned))
+    return out
 
 
 # -- exact global distances --------------------------------------------------------------------
@@ -251,6 +335,28 @@ def _registered_codes(prints: list[Fingerprint]) -> dict[str, npt.NDArray[np.uin
     }
 
 
+def _all_codes(
+    works: list[list[Fingerprint]],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], list[str]]:
+    tag_of = {(KIND_PDQ, "full"): TAG_PDQ, (KIND_REGION, "all"): TAG_ALL}
+    tag_of[(KIND_REGION, "trim")] = TAG_TRIM
+    codes, owner, tags = [], [], []
+    for ordinal, prints in enumerate(works):
+        for fp in prints:
+            tag = tag_of.get((fp.kind, fp.region))
+            if tag is not None:
+                codes.append(bytes.fromhex(fp.value))
+                owner.append(ordinal)
+                tags.append(tag)
+    array = np.frombuffer(b"".join(codes), np.uint8).reshape(-1, 32)
+    return array, np.array(owner, np.int64), tags
+
+
+def _grid_of(prints: list[Fingerprint]) -> bytes | None:
+    grids = [f for f in prints if f.kind == KIND_GRID]
+    return decode_grid(grids[0].value) if grids else None
+
+
 def global_distances(
     probes: list[Probe], reg: list[dict[str, npt.NDArray[np.uint8]]]
 ) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
@@ -277,18 +383,24 @@ def local_ok(inliers: int, aligned: int, rule: tuple[int, int, int]) -> bool:
 
 
 def decide(
-    d_plain: npt.NDArray[np.int16],
-    d_rot: npt.NDArray[np.int16],
+    candidates: dict[int, list[GlobalCandidate]],
     local: dict[int, tuple[int, float, float, int]],
-    t_global: int,
+    global_rule: tuple[int, int, int],
     rule: tuple[int, int, int],
 ) -> tuple[int, str]:
     """``match``'s decision for one query at other thresholds: (best work ordinal, stage), or
-    (-1, "") when nothing matches. Global stage first (plain codes, then rotated), then
-    local; best = smallest distance / most inliers."""
-    for d in (d_plain, d_rot):
-        if int(d.min()) <= t_global:
-            return int(np.argmin(d)), "pdq"
+    (-1, "") when nothing matches. Global stage first (plain codes, then the small-rotation
+    ones), then local; best = smallest distance / most inliers."""
+    accepts = GlobalRule(*global_rule).accepts
+    for rotated in (False, True):
+        found = [
+            (c.distance, ordinal)
+            for ordinal, cs in candidates.items()
+            for c in cs
+            if (c.rotation is not None) == rotated and accepts(c)
+        ]
+        if found:
+            return min(found)[1], "pdq"
     best, most = -1, 0
     for ordinal, (inliers, _, _, aligned) in local.items():
         if not local_ok(inliers, aligned, rule):
@@ -329,6 +441,8 @@ def run(quick: bool) -> str:
     _log(f"registered {len(reg_prints)} pictures")
     _INDEXES.clear()
     _ORDINAL.clear()
+    _REG_ALL.clear()
+    _GRIDS.clear()
     reg_codes: list[list[dict[str, npt.NDArray[np.uint8]]]] = []
     for m in members:
         index = HammingIndex()
@@ -337,6 +451,8 @@ def run(quick: bool) -> str:
         _INDEXES.append(index)
         _ORDINAL.append({f"W{i}": o for o, i in enumerate(m)})
         reg_codes.append([_registered_codes(prints_of[i]) for i in m])
+        _REG_ALL.append(_all_codes([prints_of[i] for i in m]))
+        _GRIDS.append([_grid_of(prints_of[i]) for i in m])
 
     jobs: list[tuple[int, int, str, str, bool]] = []
     for fold, m in enumerate(members):
@@ -372,6 +488,34 @@ def run(quick: bool) -> str:
 # -- the report --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Models:
+    """The per-pair models a rule's false-match rate is computed from (see the report)."""
+
+    g_tail: DistanceTail  # whole-picture distances of impostor pairs
+    confirm: Callable[[int], float]  # P(aligned <= a) for impostor pairs with close codes
+    l_tail: GeometricTail  # inliers of impostor pairs
+    a_tail: DistanceTail  # aligned distances of impostor pairs the local stage verified
+
+    def global_pair(self, global_rule: tuple[int, int, int]) -> float:
+        """P(a pair matches in the global stage) = F(unconfirmed) + (F(threshold) -
+        F(unconfirmed)) x P(aligned <= a | close), F the conservative distance tail."""
+        threshold, unconfirmed, aligned = global_rule
+        f_t = self.g_tail.conservative(threshold)
+        if unconfirmed >= threshold:
+            return f_t
+        f_u = self.g_tail.conservative(unconfirmed)
+        return f_u + (f_t - f_u) * self.confirm(aligned)
+
+    def local_pair(self, rule: tuple[int, int, int]) -> float:
+        """P(I >= t) x P(aligned <= d) + P(I >= unconfirmed)."""
+        t_local, t_aligned, t_unconfirmed = rule
+        confirmed = 0.0
+        if t_aligned >= 0 and t_local < t_unconfirmed:
+            confirmed = self.l_tail.survival(t_local) * self.a_tail.conservative(t_aligned)
+        return confirmed + self.l_tail.survival(t_unconfirmed)
+
+
 @dataclass
 class _Report:
     entries: list[Entry]
@@ -398,14 +542,17 @@ class _Report:
             for x, y in (tuple(pair) for pair in SHARED_CONTENT)
         )
 
-    def false_match(self, k: int, t_global: int, rule: tuple[int, int, int]) -> bool:
+    def false_match(
+        self, k: int, global_rule: tuple[int, int, int], rule: tuple[int, int, int]
+    ) -> bool:
         """Whether distractor query k matches a work it shares no content with."""
-        ordinal = self.decision(k, t_global, rule)[0]
+        ordinal = self.decision(k, global_rule, rule)[0]
         return ordinal >= 0 and not self.shared(k, ordinal)
 
-    def decision(self, k: int, t_global: int, rule: tuple[int, int, int]) -> tuple[int, str]:
-        plain, rot = self.distances(k)
-        return decide(plain, rot, self.probes[k].local, t_global, rule)
+    def decision(
+        self, k: int, global_rule: tuple[int, int, int], rule: tuple[int, int, int]
+    ) -> tuple[int, str]:
+        return decide(self.probes[k].global_, self.probes[k].local, global_rule, rule)
 
     def render(self, quick: bool) -> str:
         dis = [k for k, p in enumerate(self.probes) if not p.positive]
@@ -428,7 +575,9 @@ class _Report:
             f"of the other group a distractor, {len(self.distractor_families)} ways "
             f"({', '.join(f or 'untransformed' for f in self.distractor_families)}): "
             f"**{len(dis):,} distractor queries, {pairs:,} (query, registered work) pairs**. "
-            f"Operating point: global distance <= {GLOBAL_THRESHOLD} of 256 bits; local stage "
+            f"Operating point: global distance <= {GLOBAL_UNCONFIRMED} of 256 bits, or <= "
+            f"{GLOBAL_THRESHOLD} with the aligned box hashes within {ALIGNED_THRESHOLD} bits; "
+            "local stage "
             f">= {MIN_INLIERS} RANSAC inliers with the aligned box hashes within "
             f"{ALIGNED_THRESHOLD} bits, or >= {UNCONFIRMED_INLIERS} inliers alone. Positives "
             f"for the trade-off: {len(pos):,} "
@@ -442,10 +591,12 @@ class _Report:
         lines += self.direct(dis)
         lines += self.remaining(dis)
         g_tail, g_lines = self.global_tail(dis, pairs, registry)
+        c_tail, c_lines = self.global_confirmation(dis, registry, g_tail)
         l_tail, l_lines = self.local_tail(dis, pairs, registry)
         a_tail, a_lines = self.aligned_tail(dis, pairs, registry, l_tail)
-        lines += g_lines + l_lines + a_lines
-        lines += self.tradeoff(dis, pos, pairs, registry, g_tail, l_tail, a_tail)
+        lines += g_lines + c_lines + l_lines + a_lines
+        models = _Models(g_tail, c_tail, l_tail, a_tail)
+        lines += self.tradeoff(dis, pos, registry, models)
         return "\n".join(lines)
 
     # 2. direct count
@@ -477,7 +628,7 @@ class _Report:
         # The offline decision (used for the trade-off) must reproduce match() exactly.
         every = list(range(len(self.probes)))
         differ = sum(
-            (self.decision(k, GLOBAL_THRESHOLD, OPERATING)[0] >= 0) != bool(p.matches)
+            (self.decision(k, GLOBAL_OPERATING, OPERATING)[0] >= 0) != bool(p.matches)
             for k, p in ((k, self.probes[k]) for k in every)
         )
         return [
@@ -615,6 +766,111 @@ class _Report:
             "",
         ]
         return tail, lines
+
+    # 3a'. the global stage's aligned comparison
+    def global_confirmation(
+        self, dis: list[int], registry: int, g_tail: DistanceTail
+    ) -> tuple[Callable[[int], float], list[str]]:
+        near = [(d, a) for k in dis for o, d, a in self.probes[k].near if not self.shared(k, o)]
+        if not near:
+            # Nothing to measure (a small run): no evidence that the comparison helps, so
+            # the model takes it as none.
+            lines = [
+                "### Global stage: the aligned comparison of close impostor pairs",
+                "",
+                f"No impostor pair within {NEAR_ALIGNED} bits: nothing to measure; the model "
+                "below counts every close pair as confirmed.",
+                "",
+            ]
+            return (lambda a: 1.0), lines
+        dist = np.array([v[0] for v in near], np.int64)
+        aligned = np.array([v[1] for v in near], np.int64)
+        compared = aligned >= 0
+        bands = [(0, 56), (57, 64), (65, 70), (71, NEAR_ALIGNED)]
+        table = []
+        for lo, hi in bands:
+            sel = (dist >= lo) & (dist <= hi)
+            got = aligned[sel & compared]
+            if len(got) == 0:
+                table.append(f"| {lo}–{hi} | {int(sel.sum()):,} | 0 | | | | | |")
+                continue
+            q1, q10, q50 = np.percentile(got, [1, 10, 50])
+            table.append(
+                f"| {lo}–{hi} | {int(sel.sum()):,} | {len(got):,} | {int(got.min())} "
+                f"| {q1:.0f} | {q10:.0f} | {q50:.0f} | {int((got <= ALIGNED_THRESHOLD).sum())} |"
+            )
+        # Two populations, as for the local stage: every close pair compared, and the closer
+        # ones; the model takes the one with the heavier tail at the threshold.
+        fits = []
+        for cut in (NEAR_ALIGNED, 64):
+            sel = compared & (dist <= cut)
+            hist = np.bincount(aligned[sel], minlength=257)[:257].astype(np.int64)
+            try:
+                max_cdf, fit = widening_tail_fit(hist, (1e-2, 0.05, 0.2), min_count=10)
+            except ValueError:
+                continue
+            fits.append((cut, int(sel.sum()), max_cdf, fit))
+        n_compared = int(compared.sum())
+        if fits:
+            tail = max((f[3] for f in fits), key=lambda t: t.conservative(ALIGNED_THRESHOLD))
+
+            def confirm(a: int) -> float:
+                return tail.conservative(a)
+
+            how = "the fit with the larger P(aligned <= threshold)"
+        else:
+            # Too few pairs for a fit: the exact one-sided bound of what was seen.
+            def confirm(a: int) -> float:
+                return clopper_pearson(int((aligned[compared] <= a).sum()), n_compared)[1]
+
+            how = "the Clopper–Pearson upper bound (too few pairs for a fit)"
+        fit_rows = [
+            f"| <= {cut} | {n:,} | {t.fit_from}–{t.fit_to} (CDF <= {cdf:g}) "
+            f"| {t.mu:.1f} / {t.sigma:.1f} | {t.log_b:.3f} | {t.normal(ALIGNED_THRESHOLD):.1e} "
+            f"| {t.exponential(ALIGNED_THRESHOLD):.1e} |"
+            for cut, n, cdf, t in fits
+        ]
+        f_t = g_tail.conservative(GLOBAL_THRESHOLD)
+        f_u = g_tail.conservative(GLOBAL_UNCONFIRMED)
+        p_a = confirm(ALIGNED_THRESHOLD)
+        p_pair = f_u + (f_t - f_u) * p_a
+        lines = [
+            "### Global stage: the aligned comparison of close impostor pairs",
+            "",
+            f"A whole-picture match between {GLOBAL_UNCONFIRMED + 1} and {GLOBAL_THRESHOLD} bits "
+            "also needs the query, aligned as the matched code implies (mirrored, turned, "
+            f"trimmed), to agree with the work's box hashes within {ALIGNED_THRESHOLD} bits. No "
+            "impostor pair comes that close, so the comparison is measured on the closest ones: "
+            f"for every (distractor, work) pair with a code pair within {NEAR_ALIGNED} bits that "
+            f"implies an alignment (exhaustive over the fold's codes; at most "
+            f"{NEAR_ALIGNED_WORKS} works a query), the aligned distance under the closest such "
+            f"code pair: {len(near):,} pairs, {n_compared:,} with a box covered (the rest "
+            "cannot be confirmed at all). If close codes came with close boxes, the low "
+            "quantiles would fall in the closer bands:",
+            "",
+            f"| code distance | pairs | compared | smallest | 1 % | 10 % | median "
+            f"| <= {ALIGNED_THRESHOLD} |",
+            "|---|---|---|---|---|---|---|---|",
+            *table,
+            "",
+            "| code distance | pairs compared | fitted over | normal mean / sd "
+            f"| exponential slope | normal P(<= {ALIGNED_THRESHOLD}) "
+            f"| exponential P(<= {ALIGNED_THRESHOLD}) |",
+            "|---|---|---|---|---|---|---|",
+            *fit_rows,
+            "",
+            f"Model per pair: F(<= {GLOBAL_UNCONFIRMED}) + (F(<= {GLOBAL_THRESHOLD}) - "
+            f"F(<= {GLOBAL_UNCONFIRMED})) x P(aligned <= {ALIGNED_THRESHOLD} | close codes), F "
+            f"the conservative distance tail above: {f_u:.1e} + ({f_t:.1e} - {f_u:.1e}) x "
+            f"{p_a:.1e} ({how}) = **{p_pair:.1e}** (without the comparison: {f_t:.1e}); per "
+            f"query with a registry of {registry:,} works {per_query(p_pair, registry):.1e}, "
+            + ", ".join(f"{r:,}: {per_query(p_pair, r):.1e}" for r in REGISTRIES)
+            + ". The conditional is taken from pairs whose codes are 34 or more bits apart "
+            f"and applied to pairs {GLOBAL_UNCONFIRMED + 1}–{GLOBAL_THRESHOLD} bits apart: an "
+            "extrapolation, which the band table shows the direction of.",
+            "",
+        ]
+        return confirm, lines
 
     # 3b. local stage
     def impostor_local(self, dis: list[int]) -> list[dict[int, tuple[int, float, float, int]]]:
@@ -774,32 +1030,18 @@ class _Report:
         return tail, lines
 
     # 5. trade-off
-    def tradeoff(
-        self,
-        dis: list[int],
-        pos: list[int],
-        pairs: int,
-        registry: int,
-        g_tail: DistanceTail,
-        l_tail: GeometricTail,
-        a_tail: DistanceTail,
-    ) -> list[str]:
-        def recall(ks: list[int], t_global: int, rule: tuple[int, int, int]) -> float:
+    def tradeoff(self, dis: list[int], pos: list[int], registry: int, models: _Models) -> list[str]:
+        def recall(
+            ks: list[int], global_rule: tuple[int, int, int], rule: tuple[int, int, int]
+        ) -> float:
             if not ks:
                 return float("nan")
             right = 0
             for k in ks:
                 p = self.probes[k]
-                ordinal, _ = self.decision(k, t_global, rule)
+                ordinal, _ = self.decision(k, global_rule, rule)
                 right += ordinal >= 0 and self.members[p.fold][ordinal] == p.entry
             return right / len(ks)
-
-        def local_model(rule: tuple[int, int, int]) -> float:
-            t_local, t_aligned, t_unconfirmed = rule
-            confirmed = 0.0
-            if t_aligned >= 0 and t_local < t_unconfirmed:
-                confirmed = l_tail.survival(t_local) * a_tail.conservative(t_aligned)
-            return confirmed + l_tail.survival(t_unconfirmed)
 
         def name(rule: tuple[int, int, int]) -> str:
             t_local, t_aligned, t_unconfirmed = rule
@@ -807,97 +1049,113 @@ class _Report:
                 return f">= {t_unconfirmed} inliers alone"
             return f">= {t_local} & aligned <= {t_aligned}, or >= {t_unconfirmed}"
 
+        def global_name(global_rule: tuple[int, int, int]) -> str:
+            threshold, unconfirmed, aligned = global_rule
+            if unconfirmed >= threshold:
+                return f"<= {threshold} alone"
+            return f"<= {unconfirmed}, or <= {threshold} & aligned <= {aligned}"
+
         hard = {"crop 20 %", "crop 30 %", "pad 30 %", "overlay text/logo", "screenshot"}
         hard |= {"rotate 10 deg"}
         pos_hard = [k for k in pos if self.probes[k].family in hard]
-        g_model = g_tail.conservative(GLOBAL_THRESHOLD)
+        easy = [k for k in pos if self.probes[k].family not in hard]
+        g_model = models.global_pair(GLOBAL_OPERATING)
 
         def rates(p_pair: float) -> str:
-            return " | ".join(f"{per_query(p_pair, r):.1e}" for r in REGISTRIES)
+            return " | ".join(f"{per_query(p_pair, r):.1e}" for r in (registry, *REGISTRIES))
 
-        head = " | ".join(f"per query R={r:,}" for r in REGISTRIES)
+        head = " | ".join(f"per query R={r:,}" for r in (registry, *REGISTRIES))
         local_rows = []
         for rule in RULE_GRID:
-            false = sum(self.false_match(k, GLOBAL_THRESHOLD, rule) for k in dis)
-            p_pair = local_model(rule)
+            false = sum(self.false_match(k, GLOBAL_OPERATING, rule) for k in dis)
+            p_pair = models.local_pair(rule)
             mark = "**" if rule == OPERATING else ""
             local_rows.append(
-                f"| {mark}{name(rule)}{mark} | {recall(pos, GLOBAL_THRESHOLD, rule):.3f} "
-                f"| {recall(pos_hard, GLOBAL_THRESHOLD, rule):.3f} | {false} | {p_pair:.1e} "
+                f"| {mark}{name(rule)}{mark} | {recall(pos, GLOBAL_OPERATING, rule):.3f} "
+                f"| {recall(pos_hard, GLOBAL_OPERATING, rule):.3f} | {false} | {p_pair:.1e} "
                 f"| {rates(p_pair + g_model)} |"
             )
         global_rows = []
-        for t in GLOBAL_GRID:
-            false = sum(self.false_match(k, t, OPERATING) for k in dis)
-            p_pair = g_tail.conservative(t)
+        for global_rule in GLOBAL_GRID:
+            false = sum(self.false_match(k, global_rule, OPERATING) for k in dis)
+            p_pair = models.global_pair(global_rule)
+            mark = "**" if global_rule == GLOBAL_OPERATING else ""
             global_rows.append(
-                f"| <= {t} | {recall(pos, t, OPERATING):.3f} | {false} | {p_pair:.1e} "
-                f"| {rates(p_pair)} |"
+                f"| {mark}{global_name(global_rule)}{mark} "
+                f"| {recall(easy, global_rule, OPERATING):.3f} "
+                f"| {recall(pos, global_rule, OPERATING):.3f} | {false} | {p_pair:.1e} "
+                f"| {rates(p_pair + models.local_pair(OPERATING))} |"
             )
+        before = (GLOBAL_THRESHOLD, GLOBAL_THRESHOLD, ALIGNED_THRESHOLD)
         per_family = []
         for family in FAMILIES:
             ks = [k for k in pos if self.probes[k].family == family]
-            old = (12, -1, 12)
             per_family.append(
-                f"| {family} | {recall(ks, GLOBAL_THRESHOLD, OPERATING):.3f} "
-                f"| {recall(ks, GLOBAL_THRESHOLD, old):.3f} |"
+                f"| {family} | {recall(ks, GLOBAL_OPERATING, OPERATING):.3f} "
+                f"| {recall(ks, before, OPERATING):.3f} "
+                f"| {recall(ks, before, (12, -1, 12)):.3f} |"
             )
-        # Both thresholds together: the best recall whose modelled per-query rate (global +
-        # local per pair, times R) is within the target, for three registry sizes.
+        # Both stages together: the best recall whose modelled per-query rate is within the
+        # target, for three registry sizes.
         advice = []
         for size in (registry, 10**4, 10**5):
             ok = [
-                (recall(pos, tg, rule), tg, rule)
-                for tg in GLOBAL_GRID
+                (recall(pos, g, rule), g, rule)
+                for g in GLOBAL_GRID
                 for rule in RULE_GRID
-                if per_query(g_tail.conservative(tg) + local_model(rule), size) <= TARGET
+                if per_query(models.global_pair(g) + models.local_pair(rule), size) <= TARGET
             ]
             if not ok:
                 advice.append(
-                    f"- R = {size:,}: no pair of thresholds in the grid reaches {TARGET:g} per "
+                    f"- R = {size:,}: no pair of rules in the grid reaches {TARGET:g} per "
                     f"query (needs <= {TARGET / size:.0e} per pair)."
                 )
                 continue
-            rec, tg, rule = max(ok, key=lambda o: (o[0], -o[1]))
-            rate = per_query(g_tail.conservative(tg) + local_model(rule), size)
+            rec, g, rule = max(ok, key=lambda o: (o[0], -o[1][1], -o[2][0]))
+            rate = per_query(models.global_pair(g) + models.local_pair(rule), size)
             advice.append(
-                f"- R = {size:,} (<= {TARGET / size:.0e} per pair): global <= {tg}, local "
-                f"{name(rule)}: recall {rec:.3f} overall, {recall(pos_hard, tg, rule):.3f} on "
-                f"the hard families (operating point: "
-                f"{recall(pos, GLOBAL_THRESHOLD, OPERATING):.3f} / "
-                f"{recall(pos_hard, GLOBAL_THRESHOLD, OPERATING):.3f}); modelled {rate:.1e} "
+                f"- R = {size:,} (<= {TARGET / size:.0e} per pair): global "
+                f"{global_name(g)}, local {name(rule)}: recall {rec:.3f} overall, "
+                f"{recall(pos_hard, g, rule):.3f} on the hard families (operating point: "
+                f"{recall(pos, GLOBAL_OPERATING, OPERATING):.3f} / "
+                f"{recall(pos_hard, GLOBAL_OPERATING, OPERATING):.3f}); modelled {rate:.1e} "
                 "per query."
             )
+        operating = g_model + models.local_pair(OPERATING)
         return [
             "### Recall / false-match trade-off (offline decision from the lax scores)",
             "",
             f"Positives: {len(pos):,} queries, of which {len(pos_hard):,} in the families the "
             f"local stage exists for ({', '.join(sorted(hard))}). False matches: of the "
-            f"{len(dis):,} distractor queries, shared content not counted. Per pair (local): "
-            "P(I >= t) x P(aligned <= d) + P(I >= unconfirmed), the models above; per query: "
-            f"that plus the global stage's ({g_model:.1e}), times R (independent pairs).",
+            f"{len(dis):,} distractor queries, shared content not counted. Per pair: the global "
+            "and local models above; per query: their sum times R (independent pairs). At the "
+            f"operating point: {g_model:.1e} (global) + {models.local_pair(OPERATING):.1e} "
+            f"(local) = **{operating:.1e} per pair**, per query **{rates(operating)}** "
+            f"(R = {registry:,}, " + ", ".join(f"{r:,}" for r in REGISTRIES) + ").",
             "",
-            f"Local stage rule (global <= {GLOBAL_THRESHOLD}; the operating rule in bold, the "
-            "last two rows the rule without the aligned comparison):",
+            f"Local stage rule (global: {global_name(GLOBAL_OPERATING)}; the operating rule in "
+            "bold, the last two rows the rule without the aligned comparison):",
             "",
             f"| local rule | recall all | recall hard | false matches | per pair | {head} |",
-            "|---|---|---|---|---|" + "---|" * len(REGISTRIES),
+            "|---|---|---|---|---|" + "---|" * (1 + len(REGISTRIES)),
             *local_rows,
             "",
-            "Recall per family, operating rule vs 12 inliers alone (global <= "
-            f"{GLOBAL_THRESHOLD}):",
+            "Recall per family: the operating rules; the global stage without its aligned "
+            "comparison; and both stages as before any aligned comparison (12 inliers alone):",
             "",
-            "| family | operating rule | 12 inliers alone |",
-            "|---|---|---|",
+            "| family | operating | global alone | global alone, 12 inliers alone |",
+            "|---|---|---|---|",
             *per_family,
             "",
-            f"Global stage threshold (local: {name(OPERATING)}):",
+            f"Global stage rule (local: {name(OPERATING)}; recall of the other families is "
+            "where the global stage decides):",
             "",
-            f"| distance | recall all | false matches | per pair (global) | {head} |",
-            "|---|---|---|---|" + "---|" * len(REGISTRIES),
+            f"| global rule | recall other families | recall all | false matches "
+            f"| per pair (global) | {head} |",
+            "|---|---|---|---|---|" + "---|" * (1 + len(REGISTRIES)),
             *global_rows,
             "",
-            "Best recall within the target by the models (conservative global and aligned tails):",
+            "Best recall within the target by the models (conservative tails):",
             "",
             *advice,
         ]

@@ -7,7 +7,6 @@ and the exact-distance and offline-decision helpers against brute force.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from bench.fmrstats import (
     per_query,
 )
 from bench.imagecorpus import package_family
+
+from consentry.index.hamming import GlobalCandidate
 
 
 def test_clopper_pearson_matches_known_values() -> None:
@@ -155,29 +156,36 @@ def test_min_distances_is_the_brute_force_minimum_over_valid_codes() -> None:
             assert got[i, j] == brute
 
 
+def cand(
+    distance: int, aligned: int | None = None, rotation: float | None = None
+) -> GlobalCandidate:
+    return GlobalCandidate(distance, aligned, "pdq", rotation, legacy=False)
+
+
 def test_decide_follows_the_stage_order_of_match() -> None:
-    plain = np.array([40, 28, 35], np.int16)
-    rotated = np.array([10, 50, 50], np.int16)
+    # Work 1's plain code at 28 (confirmed at 30), work 0's rotated code at 10.
+    candidates = {0: [cand(10, None, 3.0), cand(40)], 1: [cand(28, 30)], 2: [cand(35)]}
     # (inliers, scale, rotation, aligned distance or -1)
     local = {0: (30, 1.0, 0.0, 90), 2: (12, 1.0, 0.0, 20)}
     rule = (10, 50, 24)
-    # The plain global codes first: work 1 at 28 <= 30.
-    assert decide(plain, rotated, local, 30, rule) == (1, "pdq")
-    # Below 28 the rotated codes are tried next: work 0 at 10.
-    assert decide(plain, rotated, local, 20, rule) == (0, "pdq")
+    # The plain global codes first: work 1 at 28 <= 30, its aligned distance 30 <= 50.
+    assert decide(candidates, local, (30, 16, 50), rule) == (1, "pdq")
+    # Its pixels not close enough: the rotated codes are tried next, work 0 at 10 <= 16.
+    assert decide(candidates, local, (30, 16, 29), rule) == (0, "pdq")
+    # Without the aligned comparison (unconfirmed = threshold), the distance alone.
+    assert decide(candidates, local, (28, 28, 0), rule) == (1, "pdq")
     # No global match at all: the most inliers among the pairs the rule accepts (work 0 on
     # its inliers alone, work 2 confirmed by its aligned distance).
-    assert decide(plain, rotated, local, 5, rule) == (0, "local")
-    assert decide(plain, rotated, {2: local[2]}, 5, rule) == (2, "local")
+    assert decide(candidates, local, (5, 5, 50), rule) == (0, "local")
+    assert decide(candidates, {2: local[2]}, (5, 5, 50), rule) == (2, "local")
     # Work 0 needs 31 inliers without a good aligned distance; work 2 is not close enough
     # at 10.
-    assert decide(plain, rotated, local, 5, (10, 10, 31)) == (-1, "")
+    assert decide(candidates, local, (5, 5, 50), (10, 10, 31)) == (-1, "")
     # Too few inliers for the confirmed path; no aligned distance (-1) confirms nothing.
-    assert decide(plain, rotated, {2: local[2]}, 5, (13, 50, 24)) == (-1, "")
-    assert decide(plain, rotated, {2: (12, 1.0, 0.0, -1)}, 5, rule) == (-1, "")
+    assert decide({}, {2: local[2]}, (30, 16, 50), (13, 50, 24)) == (-1, "")
+    assert decide({}, {2: (12, 1.0, 0.0, -1)}, (30, 16, 50), rule) == (-1, "")
     # The rule before the aligned comparison: inliers alone.
-    assert decide(plain, rotated, local, 5, (12, -1, 12)) == (0, "local")
-    assert math.isfinite(float(plain.min()))
+    assert decide({}, local, (30, 16, 50), (12, -1, 12)) == (0, "local")
 
 
 def test_local_ok_is_the_index_rule() -> None:

@@ -6,7 +6,11 @@ Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
   ``all`` and ``trim``, see :mod:`consentry.fingerprint.image`). A query's whole-picture
   codes and their mirrored/rotated variants are looked up within :data:`RETRIEVAL_RADIUS`,
   re-ranked by exact distance, and a work matches (stage ``pdq``) when its best distance is
-  at most :data:`GLOBAL_THRESHOLD`. Only when none does are the query's rotated variants
+  at most :data:`GLOBAL_UNCONFIRMED`, or at most :data:`GLOBAL_THRESHOLD` **and** the query,
+  aligned as the matched code implies (mirrored, quarter-turned, trimmed, turned back a few
+  degrees: :mod:`consentry.index.alignment`), agrees with the work's box hashes within
+  :data:`ALIGNED_THRESHOLD` bits. A work whose codes match but whose pixels do not is left
+  to the local stage. Only when no work matches are the query's rotated variants
   (``all~rotate±k``, small rotations) looked up the same way against the region codes.
 - **local** codes, the ORB descriptors of each registered picture (``orb1``), with their
   positions. The query's descriptors are looked up the same way (radius
@@ -21,7 +25,8 @@ Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
   agreeing on a transform and pixels agreeing once aligned are two different kinds of
   evidence, and unrelated pictures rarely give both (``docs/image-false-matches.md``).
   Works registered before the box hashes existed have none; for them
-  :data:`LEGACY_MIN_INLIERS` inliers alone decide, as before. This finds crops, pads,
+  :data:`LEGACY_MIN_INLIERS` inliers alone decide, and :data:`GLOBAL_THRESHOLD` bits alone
+  in the global stage, as before. This finds crops, pads,
   overlays, rotations and screenshots that whole-picture hashes miss. It is the expensive
   stage, so it runs only when the global stage matched nothing.
 
@@ -48,8 +53,9 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -72,11 +78,13 @@ from consentry.fingerprint.image import (
     decode_local_features,
     decode_working_copy,
 )
+from consentry.index.alignment import implied_aligned_distance, transform_key
 from consentry.index.verify import fit_similarity
 
 __all__ = [
     "ALIGNED_THRESHOLD",
     "GLOBAL_THRESHOLD",
+    "GLOBAL_UNCONFIRMED",
     "LEGACY_MIN_INLIERS",
     "LOCAL_RADIUS",
     "MIN_INLIERS",
@@ -84,6 +92,7 @@ __all__ = [
     "RETRIEVAL_RADIUS",
     "UNCONFIRMED_INLIERS",
     "CodeIndex",
+    "GlobalRule",
     "HammingIndex",
     "HammingIndexFactory",
     "LocalRule",
@@ -92,8 +101,16 @@ __all__ = [
 #: Candidates are retrieved within this distance (complete up to 31 by the pigeonhole rule).
 RETRIEVAL_RADIUS: Final = 40
 #: A registered picture matches a query picture when their best whole-picture codes differ
-#: in at most this many of 256 bits.
+#: in at most this many of 256 bits and the aligned pictures' box hashes agree ...
 GLOBAL_THRESHOLD: Final = 30
+#: ... or in at most this many bits whatever the box hashes say.
+GLOBAL_UNCONFIRMED: Final = 16
+#: At most this many alignments (distinct implied transforms, closest codes first) are
+#: compared per work: each costs a warp and ten box hashes (~1.7 ms) ...
+MAX_ALIGNMENTS: Final = 3
+#: ... and for at most this many works per item (closest first; the others need a code
+#: within GLOBAL_UNCONFIRMED), as the local stage verifies at most MAX_VERIFIED.
+MAX_ALIGNED_WORKS: Final = 8
 #: ORB descriptors within this distance count as a keypoint match.
 LOCAL_RADIUS: Final = 40
 #: Works with fewer distinct matched query keypoints (or fewer than the inlier threshold)
@@ -400,6 +417,7 @@ class HammingIndex:
         fingerprints: Sequence[Fingerprint],
         *,
         global_threshold: int = GLOBAL_THRESHOLD,
+        global_unconfirmed: int = GLOBAL_UNCONFIRMED,
         min_inliers: int = MIN_INLIERS,
         aligned_threshold: int = ALIGNED_THRESHOLD,
         unconfirmed_inliers: int = UNCONFIRMED_INLIERS,
@@ -409,7 +427,9 @@ class HammingIndex:
         verified candidate is listed, with its inliers and aligned distance)."""
         # The local stage (ORB, RANSAC) is the expensive one: it runs only for items the
         # whole-picture codes did not match.
-        found_all = self._match_global(fingerprints, global_threshold)
+        found_all = self._match_global(
+            fingerprints, GlobalRule(global_threshold, global_unconfirmed, aligned_threshold)
+        )
         if not found_all:
             found_all = self._match_local(
                 fingerprints, LocalRule(min_inliers, aligned_threshold, unconfirmed_inliers)
@@ -420,65 +440,113 @@ class HammingIndex:
                 best[ordinal] = found
         return sorted(best.values(), key=lambda m: (-m.score, m.work_id))
 
+    def global_candidates(
+        self, fingerprints: Sequence[Fingerprint], radius: int = RETRIEVAL_RADIUS
+    ) -> dict[str, list[GlobalCandidate]]:
+        """Every work with a whole-picture code within ``radius`` (at most
+        :data:`RETRIEVAL_RADIUS`) of one of the query's, small-rotation variants included,
+        with the codes :meth:`match` would try, closest first, each with its aligned
+        distance (every alignment compared, not only until one is accepted). For
+        benchmarks, which replay :class:`GlobalRule` at other thresholds
+        (:meth:`GlobalRule.accepts_any`)."""
+        out: dict[str, list[GlobalCandidate]] = {}
+        for rotated in (False, True):
+            queries = _global_queries(fingerprints, rotated=rotated)
+            for ordinal, tried in self._global_entries(queries, radius, fingerprints).items():
+                work = self._work_ids[ordinal]
+                out[work] = sorted(out.get(work, []) + tried, key=lambda c: c.distance)
+        return out
+
     def _match_global(
-        self, fingerprints: Sequence[Fingerprint], threshold: int
+        self, fingerprints: Sequence[Fingerprint], rule: GlobalRule
     ) -> list[tuple[int, WorkMatch]]:
-        queries: list[bytes] = []
-        families: list[int] = []  # 0: pdq, 1: pdqr
-        rotated: list[tuple[Fingerprint, int, str]] = []
-        for fp in fingerprints:
-            if fp.kind not in (KIND_PDQ, KIND_REGION):
-                continue
-            family = 0 if fp.kind == KIND_PDQ else 1
-            variant = fp.region.partition(VARIANT_SEP)[2]
-            # "rotate-90" etc. are PDQ's dihedral variants, not small rotations.
-            small = variant.removeprefix(ROTATION_VARIANT)
-            if variant.startswith(ROTATION_VARIANT) and small[:1] in "+-" and small[1:] in _SMALL:
-                # Not read yet: the fingerprinter computes these values on first read.
-                rotated.append((fp, family, small))
-            else:
-                queries.append(_code(fp.value))
-                families.append(family)
-        found = self._lookup_global(queries, families, threshold)
-        if found or not rotated:
+        queries = _global_queries(fingerprints, rotated=False)
+        found = self._lookup_global(queries, rule, fingerprints)
+        if found:
             return found
         # Rotation-compensated codes are extra chances to match, so extra chances of a false
-        # match too: they are tried only for items nothing else matched.
-        return self._lookup_global(
-            [_code(r[0].value) for r in rotated],
-            [r[1] for r in rotated],
-            threshold,
-            [r[2] for r in rotated],
-        )
+        # match too: they are tried only for items nothing else matched. Their values are
+        # read (so computed, see the fingerprinter) only here.
+        return self._lookup_global(_global_queries(fingerprints, rotated=True), rule, fingerprints)
 
     def _lookup_global(
-        self,
-        queries: list[bytes],
-        families: list[int],
-        threshold: int,
-        angles: list[str] | None = None,
+        self, queries: _GlobalQueries, rule: GlobalRule, fingerprints: Sequence[Fingerprint]
     ) -> list[tuple[int, WorkMatch]]:
-        if not queries:
-            return []
-        codes = np.frombuffer(b"".join(queries), np.uint8).reshape(-1, CODE_BYTES)
-        q, owner, tag, dist = self.global_codes.search(codes, RETRIEVAL_RADIUS)
-        # Exact re-ranking is done by search; compare like with like (PDQ with PDQ).
-        same = (np.asarray(families)[q] == 0) == (tag == 0)
-        q, owner, tag, dist = q[same], owner[same], tag[same], dist[same]
         out: list[tuple[int, WorkMatch]] = []
-        for ordinal in _distinct(owner[dist <= threshold].astype(np.int64)):
-            mine = owner == ordinal
-            at = int(np.argmin(np.where(mine, dist, 1 << 20)))
-            distance = int(dist[at])
-            evidence: dict[str, object] = {
-                "distance": distance,
-                "region": _TAG_NAMES[int(tag[at])],
-            }
-            if angles is not None:
-                evidence["item_rotation_degrees"] = float(angles[int(q[at])])
-            score = round(1.0 - distance / 128.0, 4)
-            work = self._work_ids[int(ordinal)]
-            out.append((int(ordinal), WorkMatch(work, score, "pdq", evidence)))
+        entries = self._global_entries(queries, rule.threshold, fingerprints, rule=rule)
+        for ordinal, tried in entries.items():
+            accepted = [c for c in tried if rule.accepts(c)]
+            if not accepted:
+                continue  # codes close, pixels not: left to the local stage
+            best = accepted[0]
+            evidence: dict[str, object] = {"distance": best.distance, "region": best.tag}
+            if best.rotation is not None:
+                evidence["item_rotation_degrees"] = best.rotation
+            if best.aligned is not None:
+                evidence["aligned_distance"] = best.aligned
+            score = round(1.0 - best.distance / 128.0, 4)
+            work = self._work_ids[ordinal]
+            out.append((ordinal, WorkMatch(work, score, "pdq", evidence)))
+        return out
+
+    def _global_entries(
+        self,
+        queries: _GlobalQueries,
+        radius: int,
+        fingerprints: Sequence[Fingerprint],
+        *,
+        rule: GlobalRule | None = None,
+    ) -> dict[int, list[GlobalCandidate]]:
+        """Works with a code within ``radius`` of ``queries``, each with its closest codes,
+        closest first, at most :data:`MAX_ALIGNMENTS` alignments compared. With a ``rule``,
+        a work's list stops at the first code the rule accepts (what :meth:`match` needs);
+        without one, every code within ``radius`` is listed (benchmarks)."""
+        if not queries.codes:
+            return {}
+        array = np.frombuffer(b"".join(queries.codes), np.uint8).reshape(-1, CODE_BYTES)
+        q, owner, tag, dist = self.global_codes.search(array, RETRIEVAL_RADIUS)
+        # Exact re-ranking is done by search; compare like with like (PDQ with PDQ).
+        keep = ((np.asarray(queries.families)[q] == 0) == (tag == 0)) & (dist <= radius)
+        q, owner, tag, dist = q[keep], owner[keep], tag[keep], dist[keep]
+        order = np.lexsort((tag, q, dist, owner))
+        works, counts = _runs(owner[order].astype(np.int64))
+        offsets = np.cumsum(counts) - counts
+        # Works in the order of their closest code: only the first MAX_ALIGNED_WORKS get an
+        # aligned comparison, so a registry of many near-identical pictures cannot make one
+        # item cost hundreds of them.
+        closest = np.argsort(dist[order][offsets], kind="stable")
+        works, offsets, counts = works[closest], offsets[closest], counts[closest]
+        copies = [fp for fp in fingerprints if fp.kind == KIND_WORKING_COPY]
+        pixels: npt.NDArray[np.uint8] | None = None
+        out: dict[int, list[GlobalCandidate]] = {}
+        aligned_works = 0
+        for ordinal, lo, n in zip(works.tolist(), offsets.tolist(), counts.tolist(), strict=True):
+            grid = self._grid(ordinal)
+            tried: list[GlobalCandidate] = []
+            compared: dict[tuple[str, str], int | None] = {}
+            # (Benchmarks, without a rule, compare every work: their replay assumes no cap.)
+            can_align = grid is not None and bool(copies)
+            can_align &= rule is None or aligned_works < MAX_ALIGNED_WORKS
+            for at in order[lo : lo + n].tolist():
+                name, tag_name = queries.names[int(q[at])], _TAG_NAMES[int(tag[at])]
+                aligned: int | None = None
+                key = transform_key(name, tag_name)
+                # Within the unconfirmed distance the rule needs no pixels: not compared.
+                needed = rule is None or int(dist[at]) > rule.unconfirmed
+                if grid is not None and can_align and key is not None and needed:
+                    if key not in compared and len(compared) < MAX_ALIGNMENTS:
+                        if pixels is None:
+                            pixels = _working_copy(copies[0])
+                        compared[key] = implied_aligned_distance(name, tag_name, pixels, grid)
+                    aligned = compared.get(key)
+                candidate = GlobalCandidate(
+                    int(dist[at]), aligned, tag_name, _small_rotation(name), grid is None
+                )
+                tried.append(candidate)
+                if rule is not None and rule.accepts(candidate):
+                    break
+            aligned_works += bool(compared)
+            out[ordinal] = tried
         return out
 
     def _match_local(
@@ -738,6 +806,44 @@ def _first_of_runs(major: _I64, minor: _I64) -> npt.NDArray[np.bool_]:
     return first
 
 
+class GlobalCandidate(NamedTuple):
+    """One registered code of a work close to one of the query's (see
+    :meth:`HammingIndex.global_candidates`)."""
+
+    distance: int
+    #: Distance of the box hashes once the query is aligned as the code implies (None: no
+    #: alignment implied, no box covered, or not compared).
+    aligned: int | None
+    #: Which registered code: ``pdq``, ``pdqr-all`` or ``pdqr-trim``.
+    tag: str
+    #: The query's small-rotation variant that matched (degrees), if one did.
+    rotation: float | None
+    #: The work has no box hashes (registered before them): the distance alone decides.
+    legacy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalRule:
+    """The global stage's thresholds (see the module docstring); :meth:`accepts` is the
+    rule, written once for :meth:`HammingIndex.match` and the benchmarks' replays."""
+
+    threshold: int = GLOBAL_THRESHOLD
+    unconfirmed: int = GLOBAL_UNCONFIRMED
+    aligned_threshold: int = ALIGNED_THRESHOLD
+
+    def accepts(self, candidate: GlobalCandidate) -> bool:
+        """Whether one close code matches."""
+        if candidate.distance > self.threshold:
+            return False
+        if candidate.legacy or candidate.distance <= self.unconfirmed:
+            return True
+        return candidate.aligned is not None and candidate.aligned <= self.aligned_threshold
+
+    def accepts_any(self, candidates: Sequence[GlobalCandidate]) -> bool:
+        """Whether a work with these close codes matches (any one accepted)."""
+        return any(self.accepts(c) for c in candidates)
+
+
 @dataclass(frozen=True, slots=True)
 class LocalRule:
     """The local stage's thresholds (see the module docstring), for works with box hashes.
@@ -759,6 +865,41 @@ class LocalRule:
             and aligned <= self.aligned_threshold
         )
         return confirmed or inliers >= self.unconfirmed_inliers
+
+
+@dataclass(frozen=True, slots=True)
+class _GlobalQueries:
+    """A query's whole-picture codes: region names, codes, 0 for PDQ or 1 for region PDQ."""
+
+    names: list[str]
+    codes: list[bytes]
+    families: list[int]
+
+
+def _global_queries(fingerprints: Sequence[Fingerprint], *, rotated: bool) -> _GlobalQueries:
+    """The query's whole-picture codes, without (or only) the small-rotation variants,
+    whose values are computed when first read."""
+    out = _GlobalQueries([], [], [])
+    for fp in fingerprints:
+        if fp.kind not in (KIND_PDQ, KIND_REGION):
+            continue
+        if (_small_rotation(fp.region) is not None) != rotated:
+            continue
+        out.names.append(fp.region)
+        out.codes.append(_code(fp.value))
+        out.families.append(0 if fp.kind == KIND_PDQ else 1)
+    return out
+
+
+@lru_cache(maxsize=128)  # a handful of region names, looked up for every code of every item
+def _small_rotation(region: str) -> float | None:
+    """The angle of a small-rotation variant (``all~rotate+3``: 3.0); None for any other
+    region ("rotate-90" etc. are PDQ's dihedral variants, not small rotations)."""
+    variant = region.partition(VARIANT_SEP)[2]
+    angle = variant.removeprefix(ROTATION_VARIANT)
+    if variant.startswith(ROTATION_VARIANT) and angle[:1] in "+-" and angle[1:] in _SMALL:
+        return float(angle)
+    return None
 
 
 def _working_copy(fp: Fingerprint) -> npt.NDArray[np.uint8]:
