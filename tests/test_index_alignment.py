@@ -271,3 +271,38 @@ def test_at_most_max_aligned_works_are_compared_per_item(item: list[Fingerprint]
     # The benchmarks' listing compares them all.
     listed = index.global_candidates(item)
     assert all(c.aligned is not None for cs in listed.values() for c in cs)
+
+
+def test_a_copys_box_below_the_flatness_gate_is_still_compared() -> None:
+    # The registered picture's last cell is hashed (the only box of its record, as for a
+    # flat texture with one busy corner); in a blurred copy that cell falls below the
+    # quality a box needs to be registered. It is still compared, and still close.
+    from PIL import ImageFilter
+
+    from consentry.fingerprint.image import GRID_BOXES, _dct16, _pixel_box, aligned_distance
+
+    record = bytearray(of_kind_grid(3))
+    last = len(GRID_BOXES) - 1
+    record[4:6] = np.array([1 << last], "<u2").tobytes()
+    copy = grey(picture(3, WORK_SIZE).filter(ImageFilter.GaussianBlur(4)))
+    left, top, right, bottom = _pixel_box(GRID_BOXES[last], *WORK_SIZE)
+    assert _dct16(copy[top:bottom, left:right].astype(np.float32)) is None  # below the gate
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    found = aligned_distance(copy, identity, bytes(record))
+    assert found is not None
+    assert found == (found[0], last)
+    assert found[0] <= ALIGNED_THRESHOLD
+    # Another picture, blurred alike, is far.
+    other = grey(picture(8, WORK_SIZE).filter(ImageFilter.GaussianBlur(4)))
+    far = aligned_distance(other, identity, bytes(record))
+    assert far is not None
+    assert far[0] > ALIGNED_THRESHOLD
+
+
+def of_kind_grid(n: int) -> bytes:
+    """The box hash record of picture ``n`` at the working-copy size of these tests."""
+    from consentry.fingerprint.image import grid_record
+
+    record = grid_record(grey(picture(n, WORK_SIZE)).astype(np.float32))
+    assert record is not None
+    return record
