@@ -31,7 +31,6 @@ from __future__ import annotations
 import difflib
 import gzip
 import hashlib
-import itertools
 import os
 import random
 import re
@@ -50,7 +49,7 @@ import numpy as np
 
 from bench.fmrstats import clopper_pearson
 from bench.textcorpus import Work
-from bench.textfa import score_table
+from bench.textfa import distribution_rows, fmt_rate, markdown_table, score_table
 from consentry.fingerprint.documents import extract_text
 from consentry.fingerprint.text import TextFingerprinter, winnowed_of
 from consentry.fingerprint.textnorm import decode_text, normalise
@@ -610,18 +609,6 @@ class Verdict:
 
 # -- report ------------------------------------------------------------------------------------
 
-_BINS = (0, 1, 6, 12, 18, 24, 30, 36, 40)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _fmt(p: float) -> str:
-    return "0" if p == 0 else f"{p:.1e}"
-
 
 def report(
     index: TextContainmentIndex,
@@ -714,7 +701,7 @@ def report(
              str(sum(1 for i in numbers if i in false_docs))]
         )  # fmt: skip
     out.append(
-        _table(
+        markdown_table(
             ["package", "files", "words read", "documents", "words in documents",
              "duplicates dropped", "with a candidate work", "largest joint score", "attributed",
              "false"],
@@ -730,8 +717,8 @@ def report(
         f"shipped rule: {len(attributed)} documents (by pair: "
         f"{', '.join(f'{k} {v}' for k, v in sorted(kinds.items())) or 'none'}); "
         f"**false attributions: {false} of {n:,}**; Clopper-Pearson 95 % interval "
-        f"{_fmt(low)} - {_fmt(high)}, **one-sided 95 % upper bound {_fmt(one_sided)}** "
-        f"(counting every attribution as false: {_fmt(raw_bound)}).\n"
+        f"{fmt_rate(low)} - {fmt_rate(high)}, **one-sided 95 % upper bound {fmt_rate(one_sided)}** "
+        f"(counting every attribution as false: {fmt_rate(raw_bound)}).\n"
     )
     if attributions:
         out.append(
@@ -739,25 +726,17 @@ def report(
             "normalised words, first 200 characters):\n"
         )
         out.append(
-            _table(
+            markdown_table(
                 ["document", "work", "matched words", "longest passage", "verbatim words",
                  "classification", "names in the document"],
                 [v.row(documents) for v in attributions],
             )
         )  # fmt: skip
         out.append("\n" + "\n".join(v.texts(documents) for v in attributions) + "\n")
-    dist_rows: list[list[str]] = []
-    edges = [*_BINS, max(int(table.doc_words.max(initial=0)), _BINS[-1]) + 1]
-    for a, b in itertools.pairwise(edges):
-        label = f">= {a}" if b == edges[-1] else (f"{a}" if b == a + 1 else f"{a}-{b - 1}")
-        dist_rows.append(
-            [label]
-            + [str(int(np.count_nonzero((v >= a) & (v < b))))
-               for v in (table.doc_words, table.doc_runs, table.doc_joint)]
-        )  # fmt: skip
+    dist_rows = distribution_rows(table)
     out.append("Each document's best score (lax settings, as for the benchmark's distractors):\n")
     out.append(
-        _table(
+        markdown_table(
             ["score (words)", "best matched words (passage ignored)", "longest passage",
              f"joint: best matched words with a passage >= {min_run}"],
             dist_rows,
@@ -800,11 +779,11 @@ def report(
         out.append(
             f"Documents with a passage of >= {min_run} words not classified as a quotation "
             f"(at any matched words): {chance_docs} of {n:,}, one-sided 95 % upper bound "
-            f"{_fmt(clopper_pearson(chance_docs, n, confidence=0.90)[1])}.\n"
+            f"{fmt_rate(clopper_pearson(chance_docs, n, confidence=0.90)[1])}.\n"
         )
         if others:
             out.append("Not classified as quotations (read them):\n")
-            out.append(_table(
+            out.append(markdown_table(
                 ["document", "work", "matched words", "longest passage", "verbatim words",
                  "classification", "names in the document"],
                 [v.row(documents) for v in others],

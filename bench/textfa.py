@@ -37,8 +37,11 @@ __all__ = [
     "ScoreTable",
     "TailFit",
     "chi_square",
+    "distribution_rows",
     "fit_rows",
     "fit_tail",
+    "fmt_rate",
+    "markdown_table",
     "recall_at",
     "report",
     "scaled_registry",
@@ -227,14 +230,35 @@ _BINS = (0, 1, 6, 12, 18, 24, 30, 36, 40)
 _TARGET = 1e-6
 
 
-def _fmt(p: float) -> str:
+def fmt_rate(p: float) -> str:
+    """A probability for the report: "0" or two significant digits."""
     return "0" if p == 0 else f"{p:.1e}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# Short local names: the report's f-strings call them on almost every line.
+_fmt = fmt_rate
+_table = markdown_table
+
+
+def distribution_rows(table: ScoreTable) -> list[list[str]]:
+    """Per score bin (:data:`_BINS`): how many documents reach it as best matched words,
+    longest passage and joint score."""
+    edges = [*_BINS, max(int(table.doc_words.max(initial=0)), _BINS[-1]) + 1]
+    rows: list[list[str]] = []
+    for a, b in itertools.pairwise(edges):
+        label = f">= {a}" if b == edges[-1] else (f"{a}" if b == a + 1 else f"{a}-{b - 1}")
+        rows.append(
+            [label]
+            + [str(int(np.count_nonzero((v >= a) & (v < b))))
+               for v in (table.doc_words, table.doc_runs, table.doc_joint)]
+        )  # fmt: skip
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,15 +352,7 @@ def report(
     )
 
     # 1. distributions
-    edges = [*_BINS, max(int(table.doc_words.max(initial=0)), _BINS[-1]) + 1]
-    dist_rows: list[list[str]] = []
-    for a, b in itertools.pairwise(edges):
-        label = f">= {a}" if b == edges[-1] else (f"{a}" if b == a + 1 else f"{a}-{b - 1}")
-        dist_rows.append(
-            [label]
-            + [str(int(np.count_nonzero((v >= a) & (v < b))))
-               for v in (table.doc_words, table.doc_runs, table.doc_joint)]
-        )  # fmt: skip
+    dist_rows = distribution_rows(table)
     out.append(
         "Each distractor's best score against its best work, at lax settings (every work with a "
         "counted run; 0 = no seed hit or no counted run):\n"
