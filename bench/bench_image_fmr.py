@@ -64,9 +64,6 @@ from consentry.fingerprint.image import (
     KIND_PDQ,
     KIND_REGION,
     KIND_WORKING_COPY,
-    ROTATION_VARIANT,
-    ROTATIONS,
-    VARIANT_SEP,
     ImageFingerprinter,
     decode_grid,
     decode_working_copy,
@@ -76,6 +73,7 @@ from consentry.index.alignment import (
     TAG_PDQ,
     TAG_TRIM,
     implied_aligned_distance,
+    small_rotation,
     transform_key,
 )
 from consentry.index.hamming import (
@@ -148,7 +146,6 @@ SHARED_CONTENT = frozenset(
 )
 _MISSING = 999  # distance of a pair with no comparable codes
 
-_SMALL = frozenset(f"{abs(a):g}" for a in ROTATIONS)
 # Query code slots, as HammingIndex._match_global groups them: PDQ and region-PDQ codes are
 # compared only with their own family; small-rotation variants only when nothing else matched.
 _SLOTS = {"pdq": 8, "pdq-rot": 4, "pdqr": 4, "pdqr-rot": 4}
@@ -200,10 +197,7 @@ def _query_codes(prints: list[Fingerprint]) -> dict[str, npt.NDArray[np.uint8]]:
     for fp in prints:
         if fp.kind not in (KIND_PDQ, KIND_REGION):
             continue
-        variant = fp.region.partition(VARIANT_SEP)[2]
-        small = variant.removeprefix(ROTATION_VARIANT)
-        rotated = variant.startswith(ROTATION_VARIANT) and small[:1] in "+-"
-        rotated = rotated and small[1:] in _SMALL
+        rotated = small_rotation(fp.region) is not None
         slot = ("pdq" if fp.kind == KIND_PDQ else "pdqr") + ("-rot" if rotated else "")
         lists[slot].append(bytes.fromhex(fp.value))
     return {

@@ -45,6 +45,7 @@ __all__ = [
     "TAG_PDQ",
     "TAG_TRIM",
     "implied_aligned_distance",
+    "small_rotation",
     "transform_key",
     "variant_matrix",
 ]
@@ -140,6 +141,14 @@ def _matrix(box: Box, variant: str, work_size: tuple[int, int]) -> _Matrix:
 
 def _is_small_rotation(variant: str) -> bool:
     return variant.startswith(ROTATION_VARIANT) and variant.removeprefix(ROTATION_VARIANT) in _SMALL
+
+
+@lru_cache(maxsize=128)  # a handful of region names, looked up for every code of every item
+def small_rotation(region: str) -> float | None:
+    """The angle of a small-rotation variant (``all~rotate+3``: 3.0); None for any other
+    region ("rotate-90" etc. are PDQ's dihedral variants, not small rotations)."""
+    variant = region.partition(VARIANT_SEP)[2]
+    return _SMALL[variant.removeprefix(ROTATION_VARIANT)] if _is_small_rotation(variant) else None
 
 
 def _shift(dx: float, dy: float) -> _Matrix:

@@ -53,7 +53,6 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -70,15 +69,13 @@ from consentry.fingerprint.image import (
     KIND_PDQ,
     KIND_REGION,
     KIND_WORKING_COPY,
-    ROTATION_VARIANT,
-    ROTATIONS,
     VARIANT_SEP,
     aligned_distance,
     decode_grid,
     decode_local_features,
     decode_working_copy,
 )
-from consentry.index.alignment import implied_aligned_distance, transform_key
+from consentry.index.alignment import implied_aligned_distance, small_rotation, transform_key
 from consentry.index.verify import fit_similarity
 
 __all__ = [
@@ -142,9 +139,6 @@ _BUCKETS: Final = 1 << 16
 # Up to this many non-empty bucket ranges, candidates are gathered slice by slice.
 _SLICED_RANGES: Final = 1024
 _PROBES: Final = np.array([0] + [1 << b for b in range(16)], dtype=np.uint32)
-
-# Angles of the small-rotation query variants (``all~rotate+3``), without their sign.
-_SMALL: Final = frozenset(f"{abs(a):g}" for a in ROTATIONS)
 
 # Tags of global entries: which recipe and region a registered code came from.
 _TAG_NAMES: Final = ("pdq", "pdqr-all", "pdqr-trim")
@@ -548,7 +542,7 @@ class HammingIndex:
                         compared[key] = implied_aligned_distance(name, tag_name, pixels, grid)
                     aligned = compared.get(key)
                 candidate = GlobalCandidate(
-                    int(dist[at]), aligned, tag_name, _small_rotation(name), grid is None
+                    int(dist[at]), aligned, tag_name, small_rotation(name), grid is None
                 )
                 tried.append(candidate)
                 if rule is not None and rule.accepts(candidate):
@@ -933,23 +927,12 @@ def _global_queries(fingerprints: Sequence[Fingerprint], *, rotated: bool) -> _G
     for fp in fingerprints:
         if fp.kind not in (KIND_PDQ, KIND_REGION):
             continue
-        if (_small_rotation(fp.region) is not None) != rotated:
+        if (small_rotation(fp.region) is not None) != rotated:
             continue
         out.names.append(fp.region)
         out.codes.append(_code(fp.value))
         out.families.append(0 if fp.kind == KIND_PDQ else 1)
     return out
-
-
-@lru_cache(maxsize=128)  # a handful of region names, looked up for every code of every item
-def _small_rotation(region: str) -> float | None:
-    """The angle of a small-rotation variant (``all~rotate+3``: 3.0); None for any other
-    region ("rotate-90" etc. are PDQ's dihedral variants, not small rotations)."""
-    variant = region.partition(VARIANT_SEP)[2]
-    angle = variant.removeprefix(ROTATION_VARIANT)
-    if variant.startswith(ROTATION_VARIANT) and angle[:1] in "+-" and angle[1:] in _SMALL:
-        return float(angle)
-    return None
 
 
 def _working_copy(fp: Fingerprint) -> npt.NDArray[np.uint8]:
