@@ -181,13 +181,13 @@ _REG_ALL: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], list[str]]] =
 _GRIDS: list[list[bytes | None]] = []
 
 
-def _transformed(path: str, family: str, seed: int) -> bytes:
+def transformed(path: str, family: str, seed: int) -> bytes:
     with Image.open(path) as im:
         rgb = im.convert("RGB")
     return _jpeg(rgb, 95) if family == "" else FAMILIES[family](rgb, random.Random(seed))
 
 
-def _register(path: str) -> list[Fingerprint]:
+def register(path: str) -> list[Fingerprint]:
     # What registration stores, minus the query-only working copy it never computes.
     return ImageFingerprinter().fingerprint(Path(path).read_bytes(), "image")
 
@@ -210,7 +210,7 @@ def _probe(job: tuple[int, int, str, str, bool]) -> Probe:
     fold, entry, path, family, positive = job
     seed = zlib.crc32(f"{Path(path).name}|{family}|{SEED}".encode())
     try:
-        data = _transformed(path, family, seed)
+        data = transformed(path, family, seed)
         prints = ImageFingerprinter().query_fingerprint(data, "image")
     except Exception as exc:  # a query that cannot be fingerprinted matches nothing
         return Probe(fold, entry, family, positive, {}, [], error=repr(exc))
@@ -430,7 +430,7 @@ def run(quick: bool) -> str:
 
     registered_paths = [str(all_entries[i].path) for m in members for i in m]
     with ctx.Pool(workers) as pool:
-        reg_prints = pool.map(_register, registered_paths, chunksize=8)
+        reg_prints = pool.map(register, registered_paths, chunksize=8)
     prints_of = dict(zip([i for m in members for i in m], reg_prints, strict=True))
     _log(f"registered {len(reg_prints)} pictures")
     _INDEXES.clear()

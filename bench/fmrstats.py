@@ -5,7 +5,8 @@
   Hamming distances, for extrapolating below the smallest distance ever observed.
 - :func:`geometric_tail_fit`: a geometric (discrete exponential) model of the upper tail of
   impostor inlier counts, by maximum likelihood.
-- :func:`balanced_split`: two groups of package families with about as many images each.
+- :func:`balanced_split`, :func:`balanced_groups`: two (or k) groups of package families with
+  about as many images each.
 
 Pure functions of arrays, tested in ``tests/test_bench_image_fmr.py``.
 """
@@ -23,6 +24,7 @@ from scipy import stats
 __all__ = [
     "DistanceTail",
     "GeometricTail",
+    "balanced_groups",
     "balanced_split",
     "clopper_pearson",
     "distance_tail_fit",
@@ -173,15 +175,25 @@ def geometric_tail_fit(values: npt.NDArray[np.int64], n: int, t0: int) -> Geomet
 
 
 def balanced_split(counts: Mapping[str, int]) -> tuple[frozenset[str], frozenset[str]]:
-    """Two disjoint groups of families, greedily balanced by image count (largest first,
-    each to the group with fewer images; ties by name), so the split is deterministic."""
-    groups: tuple[list[str], list[str]] = ([], [])
-    sizes = [0, 0]
+    """Two disjoint groups of families, greedily balanced by image count (see
+    :func:`balanced_groups`)."""
+    first, second = balanced_groups(counts, 2)
+    return first, second
+
+
+def balanced_groups(counts: Mapping[str, int], k: int) -> tuple[frozenset[str], ...]:
+    """``k`` disjoint groups of families, greedily balanced by image count (largest first,
+    each to the group with fewest images; ties to the lowest group, names in order), so the
+    split is deterministic."""
+    if k < 1:
+        raise ValueError(f"need at least one group, got {k}")
+    groups: list[list[str]] = [[] for _ in range(k)]
+    sizes = [0] * k
     for name in sorted(counts, key=lambda f: (-counts[f], f)):
-        g = 0 if sizes[0] <= sizes[1] else 1
+        g = sizes.index(min(sizes))
         groups[g].append(name)
         sizes[g] += counts[name]
-    return frozenset(groups[0]), frozenset(groups[1])
+    return tuple(frozenset(g) for g in groups)
 
 
 def per_query(p_pair: float, registry: int) -> float:

@@ -119,7 +119,7 @@ def entries() -> list[Entry]:
     ]
 
 
-def _fetch(package: str) -> Path:
+def fetch(package: str) -> Path:
     debs = ROOT / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     found = sorted(debs.glob(f"{package}_*.deb"))
@@ -174,7 +174,7 @@ def corpus() -> list[Path]:
     kept: list[dict[str, str]] = []
     codes: list[np.ndarray] = []
     for package in PACKAGES:
-        folder = _fetch(package)
+        folder = fetch(package)
         count = 0
         for path in _candidates(folder):
             data = _normalise(path)
