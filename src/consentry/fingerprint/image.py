@@ -45,7 +45,8 @@ picture. Then:
    with (:func:`aligned_distance`). Two unrelated pictures can share a dozen ORB matches
    that agree on one similarity transform by chance; that the *pixels* then also agree,
    once the query is warped into the work's frame, is a second kind of evidence (how
-   independent of the first is measured in ``docs/image-false-matches.md``).
+   independent of the first is measured in ``docs/image-false-matches.md``). A picture
+   whose every box is too flat gets a record with no box (:func:`grid_record`).
 5. ``grey1`` (queries only, never registered): the query's 8-bit grey working copy, which
    the index warps for that comparison. A copy of the item's pixels, not a fingerprint:
    :meth:`ImageFingerprinter.query_fingerprint` adds it, deferred (encoded only if a
@@ -260,16 +261,22 @@ class ImageFingerprinter:
                     lambda: {"all": _working_copy_value(pixels)}
                 )
                 out.append(DeferredFingerprint(KIND_WORKING_COPY, "all", copy, "all"))
-        if not query:
+        if not query and out:  # (a picture with nothing to match needs nothing to confirm)
             record = grid_record(grey)
-            if record is not None:
-                out.append(Fingerprint(KIND_GRID, base64.b64encode(record).decode("ascii")))
+            out.append(Fingerprint(KIND_GRID, base64.b64encode(record).decode("ascii")))
         return out
 
 
-def grid_record(grey: _F32) -> bytes | None:
-    """The ``pdqg1`` record of a working copy (see :data:`GRID_RECORD`); None if every box
-    is too flat to hash."""
+def grid_record(grey: _F32) -> bytes:
+    """The ``pdqg1`` record of a working copy (see :data:`GRID_RECORD`).
+
+    A picture with every box too flat to hash still gets one, with an empty mask: its
+    whole-picture codes may pass PDQ's quality gate while saying little (a flat texture's
+    hash follows its noise), and without a record the index would take the work for one
+    registered before box hashes and match it on the distance alone up to 30 bits. With
+    it, a match that needs the aligned comparison cannot be confirmed (the all-against-all
+    impostor count found such a work, lilac stripes, 28 bits from a white window frame).
+    """
     height, width = grey.shape
     mask = 0
     hashes = bytearray(32 * len(GRID_BOXES))
@@ -279,8 +286,6 @@ def grid_record(grey: _F32) -> bytes | None:
         if dct is not None:
             mask |= 1 << k
             hashes[32 * k : 32 * (k + 1)] = _bits(dct)
-    if not mask:
-        return None
     return np.array([width, height, mask], "<u2").tobytes() + bytes(hashes)
 
 
