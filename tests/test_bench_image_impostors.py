@@ -193,3 +193,20 @@ def test_report_with_no_match_bounds_by_the_pairs_alone() -> None:
     assert "No query matched any work." in text
     assert f"| 200 | 20,000,000 | {per_query(hi, 200):.1e} | ✓ |" in text
     assert f"| 100,000 | 40,000 | {per_query(hi, 10**5):.1e} | ✗ |" in text
+
+
+def test_recheck_makes_each_matched_pair_again_with_this_checkouts_matcher(
+    tiny_index: list[str],
+) -> None:
+    pics = [Entry(Path(p), "pkg-data", Path(p).name, "pkg") for p in tiny_index]
+    plan = impostors._Plan(pics, ("", "crop 20 %"), (frozenset({"pkg"}),), [[0, 1, 2]])
+    queries = [
+        impostors.Query(1, "crop 20 %", 2, (impostors.Found(1, "pdq", 0.9, "distance 4"),)),
+        impostors.Query(2, "", 2, (impostors.Found(0, "local", 0.6, "12 inliers"),)),
+    ]
+    rows = impostors.recheck(plan, queries)
+    copy = next(r for r in rows if r.startswith("| crop 20 %"))
+    assert copy.split(" | ")[3] == "pdq: distance 4"
+    assert copy.split(" | ")[4].startswith(("pdq: distance", "local:"))  # still the same picture
+    unrelated = next(r for r in rows if r.startswith("| untransformed"))
+    assert unrelated.endswith("| local: 12 inliers | — |")  # not matched any more
