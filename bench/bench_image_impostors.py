@@ -44,6 +44,8 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from PIL import Image
+
 from bench import imagedistractors
 from bench.bench_image_fmr import DISTRACTOR_FAMILIES, SEED, register, transformed
 from bench.fmrstats import balanced_groups, clopper_pearson, per_query
@@ -60,6 +62,9 @@ from consentry.index.hamming import (
 )
 
 GROUPS = 4
+#: Pairs of pictures at least this large on their shorter side (the recognition corpus's
+#: selection, bench/imagecorpus.py MIN_SIDE) are counted apart from the rest.
+LARGE = 200
 #: Each picture is queried under this many of the transformation families (a sample seeded by
 #: its file name): a query against ~16,000 works costs ~0.2 s here, most of it the local
 #: stage's descriptor search, whose cost grows with the index as the pairs do, so the pairs
@@ -123,6 +128,11 @@ class Query:
 _INDEX: list[HammingIndex] = []
 _ORDINAL: dict[str, int] = {}
 _PATHS: list[str] = []
+
+
+def _shorter_side(path: Path) -> int:
+    with Image.open(path) as im:
+        return min(im.size)
 
 
 def _detail(evidence: dict[str, object], stage: str) -> str:
@@ -353,6 +363,7 @@ class Report:
             lines += [f"{errors} queries could not be fingerprinted (they match nothing).", ""]
         lines += self._bounds(ok, pairs, false_pairs, false_queries)
         lines += self._by_family(ok)
+        lines += self._by_size(ok)
         lines += self._matches(ok)
         return "\n".join(lines)
 
@@ -394,6 +405,44 @@ class Report:
         return [
             "| transformation | queries | pairs | false matches | per-pair 95 % upper bound |",
             "|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+
+    def _by_size(self, ok: list[Query]) -> list[str]:
+        """Pairs and false matches apart for pictures of at least :data:`LARGE` px on the
+        shorter side (the recognition corpus's selection) and smaller ones."""
+        large = [_shorter_side(e.path) >= LARGE for e in self.pictures]
+        group_of = {i: g for g, m in enumerate(self.members) for i in m}
+        big_in = [sum(large[i] for i in m) for m in self.members]
+        big_all = sum(big_in)
+        counts = {"both": [0, 0], "either": [0, 0]}
+        for q in ok:
+            g = group_of[q.entry]
+            # The index a query faced: every picture of the other groups.
+            big_works = big_all - big_in[g]
+            both = big_works if large[q.entry] else 0
+            counts["both"][0] += both
+            counts["either"][0] += q.works - both
+            for f in self.false_matches(q):
+                counts["both" if large[q.entry] and large[f.work] else "either"][1] += 1
+        rows = []
+        for name, label in (
+            ("both", f"both pictures >= {LARGE} px"),
+            ("either", f"either picture < {LARGE} px"),
+        ):
+            pairs, k = counts[name]
+            if pairs == 0:
+                continue
+            _, hi = clopper_pearson(k, pairs)
+            rows.append(
+                f"| {label} | {pairs:,} | {k} | {k / pairs:.1e} | {hi:.1e} "
+                f"| {per_query(hi, REGISTRIES[0]):.1e} |"
+            )
+        return [
+            "| pictures (shorter side) | pairs | false matches | per pair | 95 % upper bound "
+            f"| per query at {REGISTRIES[0]} works |",
+            "|---|---|---|---|---|---|",
             *rows,
             "",
         ]

@@ -143,18 +143,21 @@ def test_query_that_cannot_be_read_is_an_error_not_a_match(
     assert broken.works == 2
 
 
-def _report(queries: list[impostors.Query]) -> impostors.Report:
-    pics = [
-        Entry(Path(f"/c/{n}.jpg"), package, f"art/{n}.png", package.split("-")[0])
-        for n, package in enumerate(("a-data", "a-data", "b-data", "c-data"))
-    ]
+def _report(queries: list[impostors.Query], folder: Path) -> impostors.Report:
+    # Pictures 0 and 2 are small (shorter side 150 px), 1 and 3 large (300 px).
+    pics = []
+    for n, package in enumerate(("a-data", "a-data", "b-data", "c-data")):
+        path = folder / f"{n}.jpg"
+        side = 300 if n % 2 else 150
+        path.write_bytes(jpeg(picture(n, (side + 20, side)), 90))
+        pics.append(Entry(path, package, f"art/{n}.png", package.split("-")[0]))
     return impostors.Report(
         pics, (frozenset({"a"}), frozenset({"b", "c"})), [[0, 1], [2, 3]], ("", "x"), queries
     )
 
 
 def test_report_counts_pairs_bounds_and_lists_every_match(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     hit = impostors.Found(2, "local", 0.5, "14 inliers of 30")
     same = impostors.Found(3, "pdq", 0.9, "distance 4 (full)")
@@ -169,7 +172,7 @@ def test_report_counts_pairs_bounds_and_lists_every_match(
         "SHARED_CONTENT",
         frozenset({frozenset({("a-data", "art/1.png"), ("c-data", "art/3.png")})}),
     )
-    report = _report(queries)
+    report = _report(queries, tmp_path)
     assert report.shared(1, 3)
     assert report.shared(3, 1)
     assert not report.shared(0, 2)
@@ -183,11 +186,14 @@ def test_report_counts_pairs_bounds_and_lists_every_match(
     assert f"| 200 | 7,500 | {per_query(hi, 200):.1e} | ✗ |" in text
     assert "| a-data: art/0.png | b-data: art/2.png | local | 0.50 | 14 inliers of 30 |" in text
     assert "| x (same picture) | a-data: art/1.png | c-data: art/3.png | pdq |" in text
+    # By size: a large query faces the one large picture of the other group.
+    assert "| both pictures >= 200 px | 2 | 0 |" in text
+    assert "| either picture < 200 px | 1,499,998 | 1 |" in text
 
 
-def test_report_with_no_match_bounds_by_the_pairs_alone() -> None:
+def test_report_with_no_match_bounds_by_the_pairs_alone(tmp_path: Path) -> None:
     queries = [impostors.Query(i % 2, "", 10**9, ()) for i in range(4)]
-    text = _report(queries).render(quick=True)
+    text = _report(queries, tmp_path).render(quick=True)
     _, hi = clopper_pearson(0, 4 * 10**9)
     assert hi == pytest.approx(3.689 / 4e9, rel=1e-3)  # two-sided 95 %: -ln(0.025) / n
     assert "No query matched any work." in text
