@@ -98,6 +98,31 @@ def test_flat_picture_gives_no_perceptual_fingerprints() -> None:
     assert prints(jpeg(flat)) == {}
 
 
+@pytest.mark.parametrize(
+    ("size", "recognised"),
+    [((2000, 20), True), ((20, 2000), True), ((3000, 10), True), ((1000, 4), False)],
+)
+def test_a_very_thin_picture_registers_and_is_indexed(
+    size: tuple[int, int], recognised: bool
+) -> None:
+    # Its working copy is a few pixels high: its box record holds no box, and ORB (whose
+    # pyramid failed an OpenCV assertion on such a picture) finds no keypoint. One pixel
+    # high (1000 x 4) it has no whole-picture code either: registered, never recognised.
+    from consentry.fingerprint.image import KIND_GRID, decode_grid
+    from consentry.index.hamming import HammingIndex
+
+    noise = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "PNG")
+    found = ImageFingerprinter().fingerprint(buf.getvalue(), "image")
+    (grid,) = [f for f in found if f.kind == KIND_GRID]
+    assert np.frombuffer(decode_grid(grid.value)[4:6], "<u2")[0] == 0
+    index = HammingIndex()
+    index.add("THIN", found, 1)  # reads every deferred value
+    matched = index.match(ImageFingerprinter().query_fingerprint(buf.getvalue(), "image"))
+    assert [m.work_id for m in matched] == (["THIN"] if recognised else [])
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16", "1"])
 def test_every_pillow_mode_is_fingerprinted(mode: str) -> None:
     image = picture(5).convert(mode) if mode != "I;16" else picture(5).convert("L")

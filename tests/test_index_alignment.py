@@ -346,3 +346,20 @@ def test_a_work_too_flat_for_any_box_is_not_taken_for_a_legacy_work() -> None:
     assert [m.work_id for m in legacy.match(smaller)] == ["OLD"]
     # An exact copy still matches.
     assert [m.work_id for m in index.match(query(stripes))] == ["FLAT"]
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(0, 100), (100, 0), (257, 100), (100, 4000), (65535, 65535)]
+)
+def test_a_box_record_claiming_an_impossible_working_copy_is_refused(
+    width: int, height: int
+) -> None:
+    import base64
+
+    from consentry.fingerprint.image import GRID_RECORD
+
+    record = np.array([width, height, 0], "<u2").tobytes() + bytes(GRID_RECORD - 6)
+    with pytest.raises(ValueError, match=r"working copy \(1 to 256\)"):
+        decode_grid(base64.b64encode(record).decode("ascii"))
+    with pytest.raises(ValueError, match="holds"):
+        decode_grid(base64.b64encode(record[:-1]).decode("ascii"))

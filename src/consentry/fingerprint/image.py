@@ -169,6 +169,8 @@ ROTATION_VARIANT: Final = "rotate"
 
 # Sample points a side of a box when measuring how much of it a query covers.
 _COVERAGE_SAMPLES: Final = 32
+# ORB's border (no keypoint nearer an edge) and patch size, pixels.
+_ORB_EDGE: Final = 15
 # ORB's FAST corner threshold (grey levels).
 _FAST_THRESHOLD: Final = 10
 _DOWN: Final = 64
@@ -297,9 +299,10 @@ def decode_grid(value: str) -> bytes:
         raise ValueError(msg)
     # The size of a working copy: the comparison warps a query to it, so a record claiming
     # a larger one (corrupt, or not ours) must not make it allocate that much.
+    # (A very thin picture's working copy can be a few pixels high: its record holds no box.)
     width, height = (int(v) for v in np.frombuffer(record[:4], "<u2"))
-    if not (8 <= width <= WORK_SIDE and 8 <= height <= WORK_SIDE):
-        msg = f"a {KIND_GRID} value of a {width} x {height} working copy (at most {WORK_SIDE})"
+    if not (1 <= width <= WORK_SIDE and 1 <= height <= WORK_SIDE):
+        msg = f"a {KIND_GRID} value of a {width} x {height} working copy (1 to {WORK_SIDE})"
         raise ValueError(msg)
     return record
 
@@ -536,6 +539,10 @@ def _grey_bytes(grey: _F32) -> npt.NDArray[np.uint8]:
 
 def _local_value(pixels: npt.NDArray[np.uint8]) -> str:
     """The ``orb1`` value of 8-bit grey ``pixels``; empty when ORB finds no keypoint."""
+    if min(pixels.shape) <= 2 * _ORB_EDGE:
+        # No point is _ORB_EDGE from every border, so no keypoint; and OpenCV's pyramid
+        # fails an assertion on a picture a few pixels high (a 3000 x 10 banner).
+        return ""
     keypoints, descriptors = _orb().detectAndCompute(pixels, None)
     if descriptors is None or len(keypoints) == 0:
         return ""
@@ -567,8 +574,8 @@ def _orb() -> cv2.ORB:
         nfeatures=LOCAL_FEATURES,
         scaleFactor=1.3,
         nlevels=5,
-        edgeThreshold=15,
-        patchSize=15,
+        edgeThreshold=_ORB_EDGE,
+        patchSize=_ORB_EDGE,
         fastThreshold=_FAST_THRESHOLD,
     )
 
