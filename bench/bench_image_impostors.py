@@ -1,4 +1,4 @@
-"""Image false matches counted directly, all against all: billions of impostor pairs.
+"""Image false matches counted directly, all against all: about a billion impostor pairs.
 
 :mod:`bench.bench_image_fmr` counts false matches of 30,816 distractor queries against 1,926
 registered works (59 M pairs) and models the tails; a direct count near one false match in a
@@ -11,16 +11,17 @@ which a biometric false-match rate is measured:
    into :data:`GROUPS` groups of about equal size (:func:`bench.fmrstats.balanced_groups`).
 2. For each group in turn, every picture of the *other* groups is registered in one real
    :class:`~consentry.index.hamming.HammingIndex`, and every picture of the group is a query,
-   untransformed and under the transformation families of :mod:`bench.bench_image_fmr`,
-   through ``HammingIndex.match`` at the operating point. A query and the works it faces
-   never come from the same package family, so every match is either the same picture
-   shipped by two sources (listed in :data:`SHARED_CONTENT`, established by looking at the
-   pair) or a false match.
+   under :data:`FAMILIES_PER_PICTURE` of the 8 transformation families of
+   :mod:`bench.bench_image_fmr` (untransformed among them), through ``HammingIndex.match``
+   at the operating point. A query and the works it faces never come from the same package
+   family, so every match is either the same picture shipped by two sources (listed in
+   :data:`SHARED_CONTENT` after looking at the pair, or two files of one shared texture pack
+   or of the same name: :meth:`Report.shared`) or a false match.
 3. Pairs: each query counts once per work in the index it faced. With k false matches in n
    pairs, the Clopper-Pearson 95 % upper bound p of the per-pair rate gives the per-query rate
    at a registry of R works, 1 - (1 - p)^R: equivalently, the n pairs are n / R queries
    against disjoint registries of R works. Pairs that share a query or a work are not
-   independent trials; the per-query count (each query against about 10,000 works) is given
+   independent trials; the per-query count (each query against about 15,800 works) is given
    beside it, with no such assumption.
 
 Each group's queries are cached in ``bench/.corpus/image-impostors/`` under a key of the
@@ -539,7 +540,7 @@ class Report:
         false_pairs = sum(len(self.false_matches(q)) for q in ok)
         false_queries = sum(bool(self.false_matches(q)) for q in ok)
         shared_pairs = sum(len(q.matches) for q in ok) - false_pairs
-        packages = {e.package for i, e in enumerate(self.pictures)}
+        packages = {e.package for e in self.pictures}
         n_pics = sum(len(m) for m in self.members)
         lines = [
             "## Image false matches, all against all (direct count of impostor pairs)",
