@@ -148,16 +148,21 @@ def _normalise(path: Path) -> bytes | None:
         with Image.open(path) as im:
             if min(im.size) < MIN_SIDE:
                 return None
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:
-                rgba = im.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, (255, 255, 255))
-                flat.paste(rgba, (0, 0), rgba)
-                rgb = flat
-            else:
-                rgb = im.convert("RGB")
+            return stored_jpeg(im)
     except Exception:  # a package file we cannot read is simply skipped
         return None
+
+
+def stored_jpeg(im: Image.Image) -> bytes:
+    """What a corpus keeps of a picture: flattened on white (transparency), shrunk to at most
+    :data:`MAX_SIDE` on the longer side, JPEG quality 95."""
+    im.load()
+    if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+        rgb.paste(rgba, (0, 0), rgba)
+    else:
+        rgb = im.convert("RGB")
     rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     rgb.save(buf, "JPEG", quality=95)

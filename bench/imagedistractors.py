@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from bench.imagecorpus import DEDUP_DISTANCE, MAX_SIDE, Entry, fetch, package_family
+from bench.imagecorpus import DEDUP_DISTANCE, Entry, fetch, package_family, stored_jpeg
 from consentry.fingerprint.pdq import pdq_hash_dihedral
 
 HERE = Path(__file__).resolve().parent
@@ -108,19 +108,9 @@ def normalise(data: bytes) -> tuple[bytes, npt.NDArray[np.uint8]] | None:
         with Image.open(io.BytesIO(data)) as im:
             if min(im.size) < MIN_SIDE or im.size[0] * im.size[1] > _MAX_PIXELS:
                 return None
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:
-                rgba = im.convert("RGBA")
-                rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-                rgb.paste(rgba, (0, 0), rgba)
-            else:
-                rgb = im.convert("RGB")
+            stored = stored_jpeg(im)
     except Exception:  # a package file Pillow cannot read is simply skipped
         return None
-    rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    rgb.save(buf, "JPEG", quality=95)
-    stored = buf.getvalue()
     with Image.open(io.BytesIO(stored)) as im:
         variants = pdq_hash_dihedral(im)
     if variants[0].quality < MIN_QUALITY:
