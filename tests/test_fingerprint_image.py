@@ -16,8 +16,10 @@ from consentry.fingerprint.image import (
     KIND_PDQ,
     KIND_REGION,
     LOCAL_FEATURES,
+    MIN_MARGIN,
     ROTATIONS,
     ImageFingerprinter,
+    bit_margin,
     decode_local_features,
     trim_box,
 )
@@ -98,16 +100,109 @@ def test_flat_picture_gives_no_perceptual_fingerprints() -> None:
     assert prints(jpeg(flat)) == {}
 
 
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).convert("RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _tiled(seed: int) -> bytes:
+    """A 256-px picture of one random 32-px patch repeated 8 x 8 times, like a game's tiled
+    texture: every DCT coefficient but the tile's harmonics is zero."""
+    patch = np.random.default_rng(seed).uniform(60, 200, (32, 32))
+    return _png(np.tile(patch, (8, 8)))
+
+
+def _whole_picture_codes(data: bytes) -> set[tuple[str, str]]:
+    return {
+        (f.kind, f.region)
+        for f in ImageFingerprinter().fingerprint(data, "image")
+        if f.kind in (KIND_PDQ, KIND_REGION)
+    }
+
+
+def test_bit_margin_is_the_median_distance_from_the_threshold() -> None:
+    # 128 coefficients at -1 and 128 at +5: the threshold (lower median) is -1, half the
+    # coefficients sit on it and half 6 away, so the median distance is (0 + 6) / 2.
+    block = np.array([-1.0] * 128 + [5.0] * 128).reshape(16, 16)
+    assert bit_margin(block) == pytest.approx(3.0)
+    assert bit_margin(np.zeros((16, 16))) == 0.0
+    spread = np.linspace(-100, 100, 256).reshape(16, 16)
+    assert bit_margin(spread) == pytest.approx(50.0, abs=1.0)
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        # Constant along one axis (stripes, a two-tone split), a frame around a flat field,
+        # a tiled patch: PDQ's quality rates some of them 100, yet most of their 256
+        # coefficients are zero and their bits say nothing.
+        pytest.param(
+            np.tile(np.where((np.arange(300) // 37) % 2 == 0, 80, 200), (200, 1)), id="stripes"
+        ),
+        pytest.param(np.pad(np.full((160, 260), 200), 20, constant_values=40), id="frame"),
+        pytest.param(
+            np.tile(np.random.default_rng(2).uniform(60, 200, (32, 32)), (8, 8)), id="tiled"
+        ),
+    ],
+)
+def test_a_picture_whose_hash_bits_are_undecided_gets_no_whole_picture_code(
+    pixels: np.ndarray,
+) -> None:
+    data = _png(pixels)
+    assert _whole_picture_codes(data) == set()
+    # Neither does a query of it: the same gate on both sides.
+    query = ImageFingerprinter().query_fingerprint(data, "image")
+    assert not [f for f in query if f.kind in (KIND_PDQ, KIND_REGION)]
+    # It is still registered with what it has (keypoints, box record).
+    assert {f.kind for f in ImageFingerprinter().fingerprint(data, "image")} >= {KIND_GRID}
+
+
+def test_a_textured_picture_keeps_its_whole_picture_codes() -> None:
+    assert {(KIND_PDQ, "full"), (KIND_REGION, "all")} <= _whole_picture_codes(jpeg(picture(5)))
+
+
+def test_unrelated_tiled_pictures_whose_codes_agree_do_not_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two different random patches, each tiled 8 x 8: their PDQ hashes are 2 bits apart
+    # (the zero coefficients all fall on one side of the median), which matched without
+    # the margin gate, as normal maps and UI frames did in the impostor count.
+    from consentry.fingerprint import image as image_module
+    from consentry.index.hamming import HammingIndex
+
+    a, b = _tiled(2), _tiled(12)
+
+    def matched() -> list[str]:
+        index = HammingIndex()
+        index.add("A", ImageFingerprinter().fingerprint(a, "image"), 1)
+        query = ImageFingerprinter().query_fingerprint(b, "image")
+        return [m.work_id for m in index.match(query)]
+
+    assert matched() == []
+    monkeypatch.setattr(image_module, "MIN_MARGIN", 0.0)
+    assert matched() == ["A"]
+    assert MIN_MARGIN > 0.0
+
+
 @pytest.mark.parametrize(
     ("size", "recognised"),
-    [((2000, 20), True), ((20, 2000), True), ((3000, 10), True), ((1000, 4), False)],
+    [
+        ((2000, 60), True),
+        ((60, 2000), True),
+        ((2000, 20), False),
+        ((3000, 10), False),
+        ((1000, 4), False),
+    ],
 )
 def test_a_very_thin_picture_registers_and_is_indexed(
     size: tuple[int, int], recognised: bool
 ) -> None:
     # Its working copy is a few pixels high: its box record holds no box, and ORB (whose
-    # pyramid failed an OpenCV assertion on such a picture) finds no keypoint. One pixel
-    # high (1000 x 4) it has no whole-picture code either: registered, never recognised.
+    # pyramid failed an OpenCV assertion on such a picture) finds no keypoint. At 100:1 and
+    # thinner, PDQ's 64 x 64 downsample is constant along the short side, so at most 16 of
+    # its hash's bits are decided and the hash is left out (MIN_MARGIN): registered, never
+    # recognised. At 33:1 the PDQ hash still identifies it.
     from consentry.fingerprint.image import KIND_GRID, decode_grid
     from consentry.index.hamming import HammingIndex
 

@@ -66,7 +66,10 @@ reads them all. A rotated hash is emitted when its un-turned hash is (quality), 
 finds no keypoint).
 
 Hashes of pictures too flat to say anything (PDQ quality below :data:`MIN_QUALITY`, as
-ThreatExchange recommends) are left out, so blank or nearly blank areas never match.
+ThreatExchange recommends) are left out, so blank or nearly blank areas never match; so are
+hashes whose bits are not decided (:func:`bit_margin` below :data:`MIN_MARGIN`: tiled,
+striped, framed or faintly textured pictures whose low frequencies are nearly all zero,
+which PDQ's quality rates as high as a photograph's).
 
 This module is pure: bytes in, fingerprints out.
 """
@@ -105,6 +108,7 @@ __all__ = [
     "KIND_REGION",
     "KIND_WORKING_COPY",
     "LOCAL_FEATURES",
+    "MIN_MARGIN",
     "MIN_QUALITY",
     "ROTATIONS",
     "ROTATION_VARIANT",
@@ -112,6 +116,7 @@ __all__ = [
     "WORK_SIDE",
     "ImageFingerprinter",
     "aligned_distance",
+    "bit_margin",
     "decode_grid",
     "decode_local_features",
     "decode_working_copy",
@@ -131,6 +136,16 @@ KIND_REGION: Final = "pdqr1"
 DRAFT_FRACTION: Final = 0.75
 #: Hashes of pictures flatter than this PDQ quality are not emitted.
 MIN_QUALITY: Final = 50
+#: Nor are hashes whose bits are not decided (:func:`bit_margin` below this): half of their
+#: 256 DCT coefficients lie within this distance of the median that sets the bits. One
+#: coefficient in ten moves by about 3 under a JPEG re-encode at quality 20 (measured on the
+#: recognition corpus, PDQ's scale: a 64 x 64 grey picture, orthonormal DCT), so such a hash
+#: is half noise. Worse, noise is not what two of them share: a picture constant along one
+#: axis, tiled, or flat but for a frame has many coefficients at exactly zero, which all get
+#: the same bit, so unrelated pictures of that kind agree on most bits (normal maps, UI
+#: frames and paper textures 0-16 bits apart in the all-against-all impostor count,
+#: docs/image-false-matches.md) while PDQ's quality, a gradient sum, saturates at 100.
+MIN_MARGIN: Final = 3.0
 #: Longer side of the grey working copy the region hashes are computed on.
 WORK_SIDE: Final = 256
 #: Kind of the local features (ORB keypoints and descriptors, version 1).
@@ -224,7 +239,7 @@ class ImageFingerprinter:
         pdq_ok = False
         if down is not None:
             variants = pdq_dihedral_from_downsample(down)
-            pdq_ok = variants[0].quality >= MIN_QUALITY
+            pdq_ok = variants[0].quality >= MIN_QUALITY and _decided(down)
             if pdq_ok:
                 for name, result in zip(DIHEDRAL_ORDER, variants, strict=True):
                     region = "full" if name == "original" else f"full{VARIANT_SEP}{name}"
@@ -284,7 +299,9 @@ def grid_record(grey: _F32) -> bytes:
     hashes = bytearray(32 * len(GRID_BOXES))
     for k, box in enumerate(GRID_BOXES):
         left, top, right, bottom = _pixel_box(box, width, height)
-        dct = _dct16(grey[top:bottom, left:right])
+        # (Boxes are gated by quality only, as before: a query's aligned box is compared
+        # whatever its flatness, and a box confirms a match found by other means.)
+        dct = _dct16(grey[top:bottom, left:right], decided=False)
         if dct is not None:
             mask |= 1 << k
             hashes[32 * k : 32 * (k + 1)] = _bits(dct)
@@ -591,9 +608,9 @@ def _working_grey(image: Image.Image) -> _F32:
     return np.asarray(grey, dtype=np.float32)
 
 
-def _dct16(pixels: _F32, *, gated: bool = True) -> _Floats | None:
+def _dct16(pixels: _F32, *, gated: bool = True, decided: bool = True) -> _Floats | None:
     """The 16 x 16 low-frequency DCT of a 64 x 64 area average, or None if too small or
-    (``gated``) too flat."""
+    (``gated``) too flat: below :data:`MIN_QUALITY` or, if ``decided``, :data:`MIN_MARGIN`."""
     height, width = pixels.shape
     if height < 8 or width < 8:
         return None
@@ -601,7 +618,28 @@ def _dct16(pixels: _F32, *, gated: bool = True) -> _Floats | None:
     if gated and _quality(down) < MIN_QUALITY:
         return None
     result: _Floats = _DCT_MATRIX @ down @ _DCT_MATRIX.T
+    if gated and decided and bit_margin(result) < MIN_MARGIN:
+        return None
     return result
+
+
+def bit_margin(dct: npt.NDArray[np.floating]) -> float:
+    """How firmly a 16 x 16 DCT block decides its 256 bits: the median distance of its
+    coefficients from the median that is their threshold (see :data:`MIN_MARGIN`).
+
+    Written here because it reads the coefficients before they become bits; PDQ's own
+    quality measure (:func:`_quality`) looks at the pixels' gradients instead, and a picture
+    can be full of faint gradients whose low frequencies are all but zero. A hash's mirrored
+    and turned variants are kept or left out with it: they are the same picture's.
+    """
+    flat = np.asarray(dct, dtype=np.float64).ravel()
+    median = np.partition(flat, flat.size // 2 - 1)[flat.size // 2 - 1]
+    return float(np.median(np.abs(flat - median)))
+
+
+def _decided(down: _Floats) -> bool:
+    """Whether PDQ's own 64 x 64 downsample gives a hash whose bits are decided."""
+    return bit_margin(_DCT_MATRIX @ down.astype(np.float64) @ _DCT_MATRIX.T) >= MIN_MARGIN
 
 
 def _quality(down: _Floats) -> int:
