@@ -143,7 +143,7 @@ MIN_QUALITY: Final = 50
 #: is half noise. Worse, noise is not what two of them share: a picture constant along one
 #: axis, tiled, or flat but for a frame has many coefficients at exactly zero, which all get
 #: the same bit, so unrelated pictures of that kind agree on most bits (normal maps, UI
-#: frames and paper textures 0-16 bits apart in the all-against-all impostor count,
+#: frames, stripes and tiled textures 0-16 bits apart in the all-against-all impostor count,
 #: docs/image-false-matches.md) while PDQ's quality, a gradient sum, saturates at 100.
 MIN_MARGIN: Final = 3.0
 #: Longer side of the grey working copy the region hashes are computed on.
