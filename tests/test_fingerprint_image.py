@@ -134,7 +134,7 @@ def test_bit_margin_is_the_median_distance_from_the_threshold() -> None:
 @pytest.mark.parametrize(
     "pixels",
     [
-        # Constant along one axis (stripes, a two-tone split), a frame around a flat field,
+        # Constant along one axis (stripes), a frame around a flat field,
         # a tiled patch: PDQ's quality rates some of them 100, yet most of their 256
         # coefficients are zero and their bits say nothing.
         pytest.param(
