@@ -633,8 +633,7 @@ def bit_margin(dct: npt.NDArray[np.floating]) -> float:
     and turned variants are kept or left out with it: they are the same picture's.
     """
     flat = np.asarray(dct, dtype=np.float64).ravel()
-    median = np.partition(flat, flat.size // 2 - 1)[flat.size // 2 - 1]
-    return float(np.median(np.abs(flat - median)))
+    return float(np.median(np.abs(flat - _threshold(flat))))
 
 
 def _decided(down: _Floats) -> bool:
@@ -662,9 +661,13 @@ def _hex(dct: npt.NDArray[np.floating]) -> str:
 
 def _bits(dct: npt.NDArray[np.floating]) -> bytes:
     flat = dct.ravel()
-    median = np.partition(flat, flat.size // 2 - 1)[flat.size // 2 - 1]
-    packed: npt.NDArray[np.uint8] = np.packbits(flat > median)
+    packed: npt.NDArray[np.uint8] = np.packbits(flat > _threshold(flat))
     return packed.tobytes()
+
+
+def _threshold(flat: npt.NDArray[np.floating]) -> float:
+    """The value a coefficient must exceed to give a 1 bit: the lower median, as PDQ's."""
+    return float(np.partition(flat, flat.size // 2 - 1)[flat.size // 2 - 1])
 
 
 @lru_cache(maxsize=256)
