@@ -185,6 +185,46 @@ def test_unrelated_tiled_pictures_whose_codes_agree_do_not_match(
     assert MIN_MARGIN > 0.0
 
 
+def _framed(side: int, border: int, inside: int, frame: int, scale: float = 1.0) -> bytes:
+    """A flat square of grey ``inside`` in a ``border``-px frame of grey ``frame``."""
+    pixels = np.full((side, side), frame, np.uint8)
+    pixels[border:-border, border:-border] = inside
+    framed = Image.fromarray(pixels)
+    if scale != 1.0:
+        framed = framed.resize((round(side * scale),) * 2, Image.Resampling.BICUBIC)
+    return _png(np.asarray(framed))
+
+
+def test_unrelated_framed_panels_do_not_match_on_their_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A grey panel in a 2-px light frame, registered; a black square in a 1-px white frame,
+    # enlarged x 1.5 (resampling spreads the thin frame over enough coefficients for the
+    # whole picture's margin to pass), queried. Their codes record only where the frames
+    # are, so they agree on every bit: the impostor count's last flat false match (a
+    # framed square against a framed normal map). The interior, without the outer 9 %,
+    # is flat in both, and the interior gate leaves their codes out on both sides.
+    from consentry.fingerprint import image as image_module
+    from consentry.index.hamming import HammingIndex
+
+    work, item = _framed(256, 2, 128, 240), _framed(128, 1, 0, 255, scale=1.5)
+
+    def matched() -> list[str]:
+        index = HammingIndex()
+        index.add("PANEL", ImageFingerprinter().fingerprint(work, "image"), 1)
+        query = ImageFingerprinter().query_fingerprint(item, "image")
+        return [m.work_id for m in index.match(query)]
+
+    assert _whole_picture_codes(work) == _whole_picture_codes(item) == set()
+    assert matched() == []
+    # With no inset the interior is the whole picture: what the margin gate alone let
+    # through.
+    monkeypatch.setattr(image_module, "INTERIOR_INSET", 0)
+    assert (KIND_PDQ, "full") in _whole_picture_codes(item)
+    assert prints(work)[(KIND_PDQ, "full")] == prints(item)[(KIND_PDQ, "full")]
+    assert matched() == ["PANEL"]
+
+
 @pytest.mark.parametrize(
     ("size", "recognised"),
     [

@@ -3,6 +3,8 @@ the box hashes, with the query aligned as the matched code implies (index/alignm
 
 from __future__ import annotations
 
+import base64
+
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from PIL import Image
 
 from consentry.fingerprint.base import Fingerprint
 from consentry.fingerprint.image import (
+    GRID_BOXES,
+    GRID_RECORD,
     KIND_GRID,
     KIND_PDQ,
     KIND_WORKING_COPY,
@@ -316,11 +320,11 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_a_work_too_flat_for_any_box_is_not_taken_for_a_legacy_work() -> None:
-    # A faint mosaic of 16-px cells two grey levels apart: the whole picture passes PDQ's
-    # quality gate and the margin gate, every box (a quarter of the cells at most) fails
-    # the quality gate. A copy cropped by 3 px is 17-30 bits away, where the distance alone
-    # says too little unless confirmed, and nothing can confirm it.
+def test_a_faint_texture_gets_boxes_by_their_margin_and_its_crop_is_confirmed() -> None:
+    # A faint mosaic of 16-px cells 16 grey levels apart: every box is too flat for PDQ's
+    # quality (fewer edges than the whole picture has) but decided by its bit margin, so
+    # it is hashed. A copy cropped by 3 px is 17-30 bits away, where the distance needs
+    # the aligned boxes to confirm it: they do.
     from consentry.fingerprint.image import ImageFingerprinter
 
     cells = np.random.default_rng(1).integers(0, 2, (16, 16))
@@ -329,7 +333,32 @@ def test_a_work_too_flat_for_any_box_is_not_taken_for_a_legacy_work() -> None:
     assert of_kind(work, KIND_PDQ)
     (grid,) = of_kind(work, KIND_GRID)
     record = decode_grid(grid.value)
-    assert np.frombuffer(record[:6], "<u2").tolist() == [256, 256, 0]  # no box hashed
+    assert np.frombuffer(record[:6], "<u2").tolist() == [256, 256, (1 << len(GRID_BOXES)) - 1]
+    index = HammingIndex()
+    index.add("FAINT", work, 1)
+    cropped = ImageFingerprinter().query_fingerprint(
+        _png(np.asarray(mosaic.crop((3, 3, 256, 256)))), "image"
+    )
+    (candidate,) = index.global_candidates(cropped)["FAINT"][:1]
+    assert GLOBAL_UNCONFIRMED < candidate.distance <= GLOBAL_THRESHOLD
+    assert candidate.aligned is not None
+    assert candidate.aligned <= ALIGNED_THRESHOLD
+    assert [m.work_id for m in index.match(cropped)] == ["FAINT"]
+
+
+def test_a_work_with_no_box_is_not_taken_for_a_legacy_work() -> None:
+    # A work whose record holds no box (a picture a few pixels high has none; so had
+    # faint textures before boxes were kept by their margin): a copy 17-30 bits away
+    # needs a confirmation nothing can give. Without the record (registered before box
+    # hashes) the distance alone decides, as before.
+    from consentry.fingerprint.image import ImageFingerprinter
+
+    cells = np.random.default_rng(1).integers(0, 2, (16, 16))
+    mosaic = Image.fromarray((200 + 16 * np.kron(cells, np.ones((16, 16)))).astype(np.uint8))
+    hashed = ImageFingerprinter().fingerprint(_png(np.asarray(mosaic)), "image")
+    empty = np.array([256, 256, 0], "<u2").tobytes() + bytes(GRID_RECORD - 6)
+    work = [f for f in hashed if f.kind != KIND_GRID]
+    work.append(Fingerprint(KIND_GRID, base64.b64encode(empty).decode("ascii")))
     index = HammingIndex()
     index.add("FLAT", work, 1)
     cropped = ImageFingerprinter().query_fingerprint(
@@ -340,8 +369,6 @@ def test_a_work_too_flat_for_any_box_is_not_taken_for_a_legacy_work() -> None:
     assert not candidate.legacy
     assert candidate.aligned is None
     assert index.match(cropped) == []
-    # The same work without the record (as registered before box hashes) still matches on
-    # the distance alone: the rule for legacy works is unchanged.
     legacy = HammingIndex()
     legacy.add("OLD", [f for f in work if f.kind != KIND_GRID], 1)
     assert [m.work_id for m in legacy.match(cropped)] == ["OLD"]

@@ -67,9 +67,11 @@ finds no keypoint).
 
 Hashes of pictures too flat to say anything (PDQ quality below :data:`MIN_QUALITY`, as
 ThreatExchange recommends) are left out, so blank or nearly blank areas never match; so are
-hashes whose bits are not decided (:func:`bit_margin` below :data:`MIN_MARGIN`: tiled,
-striped, framed or faintly textured pictures whose low frequencies are nearly all zero,
-which PDQ's quality rates as high as a photograph's).
+hashes whose bits are not decided (:func:`bit_margin` below :data:`MIN_MARGIN`, for the
+whole picture or for its interior: tiled, striped, framed or faintly textured pictures whose
+low frequencies are nearly all zero, which PDQ's quality rates as high as a photograph's).
+A ``pdqg1`` box, which only confirms, is hashed if either PDQ's quality or its margin says
+it holds something.
 
 This module is pure: bytes in, fingerprints out.
 """
@@ -102,6 +104,7 @@ __all__ = [
     "DRAFT_FRACTION",
     "GRID_BOXES",
     "GRID_RECORD",
+    "INTERIOR_INSET",
     "KIND_GRID",
     "KIND_LOCAL",
     "KIND_PDQ",
@@ -146,6 +149,16 @@ MIN_QUALITY: Final = 50
 #: frames, stripes and tiled textures 0-16 bits apart in the all-against-all impostor count,
 #: docs/image-false-matches.md) while PDQ's quality, a gradient sum, saturates at 100.
 MIN_MARGIN: Final = 3.0
+#: ... nor those whose picture, without the outer INTERIOR_INSET of PDQ's 64 x 64
+#: downsample on each side (9 % of a side), is undecided: a thin frame round a flat
+#: picture spreads over enough coefficients to pass :data:`MIN_MARGIN` once resampled (a
+#: black square in a 1-px white frame: margin 2.7; enlarged x 1.5: 9.8), but it is the
+#: frame's thickness and position the code then records, and unrelated framed panels share
+#: them (a false match at 6 bits in the all-against-all count). The interior of such a
+#: picture stays at margin 0.0-0.4; 0.4 % of the recognition corpus's hashed pictures and
+#: 1.0 % of the impostor set's fall below 3 there (flat panels, frames, grid paper, a
+#: glow), none of the benchmark's 200 registered works.
+INTERIOR_INSET: Final = 6
 #: Longer side of the grey working copy the region hashes are computed on.
 WORK_SIDE: Final = 256
 #: Kind of the local features (ORB keypoints and descriptors, version 1).
@@ -299,8 +312,12 @@ def grid_record(grey: _F32) -> bytes:
     hashes = bytearray(32 * len(GRID_BOXES))
     for k, box in enumerate(GRID_BOXES):
         left, top, right, bottom = _pixel_box(box, width, height)
-        # (Boxes are gated by quality only, as before: a query's aligned box is compared
-        # whatever its flatness, and a box confirms a match found by other means.)
+        # A box is hashed when PDQ's quality or its bit margin says it holds something:
+        # it only confirms a match found by other means, and a query's aligned box is
+        # compared whatever its flatness. The margin keeps the boxes of dark, low-contrast
+        # textures, whose gradients PDQ's quality reads as flat (quality 26-32, margin 6-7
+        # for a dark leaf texture of the benchmark, whose turned copies then had nothing
+        # to confirm them).
         dct = _dct16(grey[top:bottom, left:right], decided=False)
         if dct is not None:
             mask |= 1 << k
@@ -610,17 +627,24 @@ def _working_grey(image: Image.Image) -> _F32:
 
 def _dct16(pixels: _F32, *, gated: bool = True, decided: bool = True) -> _Floats | None:
     """The 16 x 16 low-frequency DCT of a 64 x 64 area average, or None if too small or
-    (``gated``) too flat: below :data:`MIN_QUALITY` or, if ``decided``, :data:`MIN_MARGIN`."""
+    too flat.
+
+    ``gated``: a whole-picture code, left out below :data:`MIN_QUALITY` or, if ``decided``,
+    when :func:`_decided` says its bits are not. Not ``decided`` (a ``pdqg1`` box): kept
+    at either PDQ's quality or a decided :func:`bit_margin`, see :func:`grid_record`.
+    """
     height, width = pixels.shape
     if height < 8 or width < 8:
         return None
     down: _Floats = (_area_matrix(height) @ pixels @ _area_matrix(width).T).astype(np.float64)
-    if gated and _quality(down) < MIN_QUALITY:
-        return None
     result: _Floats = _DCT_MATRIX @ down @ _DCT_MATRIX.T
-    if gated and decided and bit_margin(result) < MIN_MARGIN:
-        return None
-    return result
+    if not gated:
+        return result
+    if decided:
+        return result if _quality(down) >= MIN_QUALITY and _decided(down, result) else None
+    if _quality(down) >= MIN_QUALITY or bit_margin(result) >= MIN_MARGIN:
+        return result
+    return None
 
 
 def bit_margin(dct: npt.NDArray[np.floating]) -> float:
@@ -636,9 +660,18 @@ def bit_margin(dct: npt.NDArray[np.floating]) -> float:
     return float(np.median(np.abs(flat - _threshold(flat))))
 
 
-def _decided(down: _Floats) -> bool:
-    """Whether PDQ's own 64 x 64 downsample gives a hash whose bits are decided."""
-    return bit_margin(_DCT_MATRIX @ down.astype(np.float64) @ _DCT_MATRIX.T) >= MIN_MARGIN
+def _decided(down: _Floats, dct: _Floats | None = None) -> bool:
+    """Whether a 64 x 64 downsample (``dct``: its 16 x 16 DCT, if already computed) gives
+    a hash whose bits are decided: :func:`bit_margin` at least :data:`MIN_MARGIN`, for the
+    whole picture and for its interior (without the outer :data:`INTERIOR_INSET` of each
+    side, see there)."""
+    whole = _DCT_MATRIX @ down.astype(np.float64) @ _DCT_MATRIX.T if dct is None else dct
+    if bit_margin(whole) < MIN_MARGIN:
+        return False
+    inset = INTERIOR_INSET
+    inner = np.ascontiguousarray(down[inset : _DOWN - inset, inset : _DOWN - inset], np.float32)
+    interior = _dct16(inner, gated=False)
+    return interior is not None and bit_margin(interior) >= MIN_MARGIN
 
 
 def _quality(down: _Floats) -> int:
