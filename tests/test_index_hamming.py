@@ -226,67 +226,18 @@ def test_search_without_unique_lists_the_same_pairs_with_duplicates() -> None:
     assert (rank == owner2).all()  # one segment: the rank is the insertion order
 
 
-@pytest.mark.parametrize(
-    ("degrees", "plausible"),
-    [
-        (0.0, True),
-        (12.0, True),
-        (-14.0, True),
-        (90.0, True),
-        (100.0, True),
-        (180.0, True),
-        (-85.0, True),
-        (20.0, False),
-        (45.0, False),
-        (130.0, False),
-        (-60.0, False),
-    ],
-)
-def test_a_fit_turned_far_from_upright_or_a_quarter_turn_is_rejected(
-    degrees: float, plausible: bool
-) -> None:
-    """Copies are upright, quarter-turned or turned a little; a transform at 20-70 degrees
-    from those is chance (two photographs of the full Moon fitted 127-139 degrees)."""
-    rng = np.random.default_rng(8)
-    registered = np.round(rng.uniform(0, 250, (40, 2)) * 4) / 4
-    order = np.lexsort((registered[:, 1], registered[:, 0]))
-    registered = registered[order]
-    angle = np.radians(degrees)
-    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    # Query points: the registered ones mapped back by the inverse of a turn by `degrees`
-    # (the fit maps query to registered).
-    query = (registered - 125.0) @ turn + 125.0
-    fitted = fit_similarity(query, registered)
-    if plausible:
-        assert fitted is not None
-        assert fitted.inliers == 40
-        assert abs((fitted.rotation_degrees - degrees + 180.0) % 360.0 - 180.0) < 0.5
-    else:
-        assert fitted is None
-
-
-@pytest.mark.parametrize(("degrees", "found"), [(10, True), (100, True), (45, False), (135, False)])
-def test_the_local_stage_finds_copies_turned_near_upright_or_a_quarter_turn_only(
-    degrees: int, found: bool
-) -> None:
-    # The documented cost of the turn tolerance: a copy turned 45 degrees, which the local
-    # stage used to find, is not recognised.
+@pytest.mark.parametrize("degrees", [10, 45, 100, 135])
+def test_the_local_stage_finds_a_copy_turned_by_any_angle(degrees: int) -> None:
+    # Reuse at any angle is real: a galaxy photograph turned 120 degrees in one game is
+    # another's skybox, and a texture pack's normal map turned 130 degrees; both found in
+    # the impostor count. A prior on the turn was measured and dropped for that reason
+    # (docs/recognition-images.md, "Why this design").
     index = HammingIndex()
     index.add("W", ImageFingerprinter().fingerprint(jpeg(picture(1)), "image"), 1)
     turned = picture(1).rotate(degrees, Image.Resampling.BILINEAR, expand=True)
     matches = index.match(ImageFingerprinter().query_fingerprint(jpeg(turned), "image"))
-    if found:
-        assert [(m.work_id, m.stage) for m in matches] == [("W", "local")]
-        assert abs(float(str(matches[0].evidence["rotation_degrees"])) - degrees) < 1.0
-    else:
-        assert matches == []
-        lax = index.scored(
-            ImageFingerprinter().query_fingerprint(jpeg(turned), "image"),
-            min_inliers=1,
-            aligned_threshold=256,
-            unconfirmed_inliers=1,
-        )
-        assert lax == []
+    assert [(m.work_id, m.stage) for m in matches] == [("W", "local")]
+    assert abs(float(str(matches[0].evidence["rotation_degrees"])) - degrees) < 1.0
 
 
 def test_fit_after_the_index_reduction_equals_verify_similarity() -> None:

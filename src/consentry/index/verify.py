@@ -8,9 +8,7 @@ translation). This module:
 1. keeps, for each query keypoint, its nearest registered keypoint of the candidate work;
 2. fits a similarity transform with RANSAC (``cv2.estimateAffinePartial2D``, reprojection
    threshold :data:`REPROJECTION_PX` in working-copy pixels);
-3. counts the inliers, and rejects implausible transforms: scale outside
-   :data:`SCALE_RANGE`, or a turn more than :data:`TURN_TOLERANCE` from upright or a
-   quarter turn.
+3. counts the inliers, and rejects degenerate transforms (scale outside :data:`SCALE_RANGE`).
 
 Source: Fischler and Bolles, "Random sample consensus" (CACM 24(6), 1981); OpenCV's
 ``estimateAffinePartial2D`` documentation.
@@ -26,28 +24,12 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = [
-    "REPROJECTION_PX",
-    "SCALE_RANGE",
-    "TURN_TOLERANCE",
-    "Verified",
-    "fit_similarity",
-    "verify_similarity",
-]
+__all__ = ["REPROJECTION_PX", "SCALE_RANGE", "Verified", "fit_similarity", "verify_similarity"]
 
 #: RANSAC inlier threshold, in pixels of the 256-pixel working copy.
 REPROJECTION_PX: Final = 4.0
 #: Scale factors (query to registered) accepted as a plausible copy.
 SCALE_RANGE: Final = (0.2, 6.0)
-#: Degrees a copy may be turned from upright or from a quarter turn (a picture saved on its
-#: side). Copies in training data are upright, quarter-turned (a lost EXIF orientation) or
-#: turned a little (a scan, an augmentation of up to 10-15 degrees); a fit at 40 or 130
-#: degrees is far more often chance. RANSAC's best transform between two unrelated pictures
-#: turns by any angle, so this keeps a third of the turns chance can produce: the
-#: all-against-all impostor count's three matches between two photographs of the full Moon
-#: fitted turns of 127-139 degrees (docs/image-false-matches.md). The cost: a copy turned
-#: by 15-75 degrees is left to the whole-picture stage, which does not find it either.
-TURN_TOLERANCE: Final = 15.0
 _MIN_POINTS: Final = 4
 # At most this many RANSAC samples. A similarity needs 2 points per sample, so 200 samples
 # find a transform with 99 % confidence down to 15 % inliers among the matches. Most fits
@@ -124,7 +106,5 @@ def fit_similarity(
     if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
         return None
     rotation = math.degrees(math.atan2(float(matrix[1, 0]), float(matrix[0, 0])))
-    if abs((rotation + 45.0) % 90.0 - 45.0) > TURN_TOLERANCE:
-        return None
     a, b, c, d, e, f = (float(v) for v in matrix.ravel())
     return Verified(int(mask.sum()), len(query_xy), scale, rotation, (a, b, c, d, e, f))
