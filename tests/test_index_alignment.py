@@ -320,6 +320,21 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _faint_mosaic() -> Image.Image:
+    """A faint mosaic of 16-px cells 16 grey levels apart (256 x 256)."""
+    cells = np.random.default_rng(1).integers(0, 2, (16, 16))
+    return Image.fromarray((200 + 16 * np.kron(cells, np.ones((16, 16)))).astype(np.uint8))
+
+
+def _cropped_by_3px(picture: Image.Image) -> list[Fingerprint]:
+    """Query fingerprints of ``picture`` without its first 3 rows and columns."""
+    from consentry.fingerprint.image import ImageFingerprinter
+
+    return ImageFingerprinter().query_fingerprint(
+        _png(np.asarray(picture.crop((3, 3, *picture.size)))), "image"
+    )
+
+
 def test_a_faint_texture_gets_boxes_by_their_margin_and_its_crop_is_confirmed() -> None:
     # A faint mosaic of 16-px cells 16 grey levels apart: every box is too flat for PDQ's
     # quality (fewer edges than the whole picture has) but decided by its bit margin, so
@@ -327,8 +342,7 @@ def test_a_faint_texture_gets_boxes_by_their_margin_and_its_crop_is_confirmed() 
     # the aligned boxes to confirm it: they do.
     from consentry.fingerprint.image import ImageFingerprinter
 
-    cells = np.random.default_rng(1).integers(0, 2, (16, 16))
-    mosaic = Image.fromarray((200 + 16 * np.kron(cells, np.ones((16, 16)))).astype(np.uint8))
+    mosaic = _faint_mosaic()
     work = ImageFingerprinter().fingerprint(_png(np.asarray(mosaic)), "image")
     assert of_kind(work, KIND_PDQ)
     (grid,) = of_kind(work, KIND_GRID)
@@ -336,9 +350,7 @@ def test_a_faint_texture_gets_boxes_by_their_margin_and_its_crop_is_confirmed() 
     assert np.frombuffer(record[:6], "<u2").tolist() == [256, 256, (1 << len(GRID_BOXES)) - 1]
     index = HammingIndex()
     index.add("FAINT", work, 1)
-    cropped = ImageFingerprinter().query_fingerprint(
-        _png(np.asarray(mosaic.crop((3, 3, 256, 256)))), "image"
-    )
+    cropped = _cropped_by_3px(mosaic)
     (candidate,) = index.global_candidates(cropped)["FAINT"][:1]
     assert GLOBAL_UNCONFIRMED < candidate.distance <= GLOBAL_THRESHOLD
     assert candidate.aligned is not None
@@ -353,17 +365,14 @@ def test_a_work_with_no_box_is_not_taken_for_a_legacy_work() -> None:
     # hashes) the distance alone decides, as before.
     from consentry.fingerprint.image import ImageFingerprinter
 
-    cells = np.random.default_rng(1).integers(0, 2, (16, 16))
-    mosaic = Image.fromarray((200 + 16 * np.kron(cells, np.ones((16, 16)))).astype(np.uint8))
+    mosaic = _faint_mosaic()
     hashed = ImageFingerprinter().fingerprint(_png(np.asarray(mosaic)), "image")
     empty = np.array([256, 256, 0], "<u2").tobytes() + bytes(GRID_RECORD - 6)
     work = [f for f in hashed if f.kind != KIND_GRID]
     work.append(Fingerprint(KIND_GRID, base64.b64encode(empty).decode("ascii")))
     index = HammingIndex()
     index.add("FLAT", work, 1)
-    cropped = ImageFingerprinter().query_fingerprint(
-        _png(np.asarray(mosaic.crop((3, 3, 256, 256)))), "image"
-    )
+    cropped = _cropped_by_3px(mosaic)
     (candidate,) = index.global_candidates(cropped)["FLAT"][:1]
     assert GLOBAL_UNCONFIRMED < candidate.distance <= GLOBAL_THRESHOLD
     assert not candidate.legacy
