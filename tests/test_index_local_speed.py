@@ -213,7 +213,22 @@ def test_local_stage_fits_the_pairs_verify_similarity_keeps(
     found = {m.work_id: m for m in index.scored(prints, min_inliers=1)}
 
     votes = {w: len(set(query_of[owner[entry] == w].tolist())) for w in range(len(registered))}
-    candidates = sorted((w for w, n in votes.items() if n >= 8), key=lambda w: (-votes[w], w))
+    # Verified first: the works holding the nearest match of the most query keypoints
+    # (ties vote for each work), then those with the most distinct matched keypoints.
+    nearest = {k: int(d[k, entry[query_of == k]].min()) for k in set(query_of.tolist())}
+    near_votes = {
+        w: len(
+            {
+                int(k)
+                for k, e in zip(query_of, entry, strict=True)
+                if owner[e] == w and d[k, e] == nearest[int(k)]
+            }
+        )
+        for w in range(len(registered))
+    }
+    candidates = sorted(
+        (w for w, n in votes.items() if n >= 8), key=lambda w: (-near_votes[w], -votes[w], w)
+    )
     assert len(candidates) >= 6  # the seven works but the one without agreeing positions
     expected: dict[str, Verified | None] = {}
     for w in candidates[: hamming.MAX_VERIFIED]:

@@ -17,7 +17,8 @@ Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
   :data:`LOCAL_RADIUS`, skipping overfull chunk buckets); works with at least
   :data:`MIN_VOTES` distinct matched query keypoints, and at least as many as the inlier
   threshold, are verified geometrically (:mod:`consentry.index.verify`, at most
-  :data:`MAX_VERIFIED`). A work matches (stage ``local``) when the similarity transform
+  :data:`MAX_VERIFIED`, those holding the nearest registered keypoint of the most query
+  keypoints first). A work matches (stage ``local``) when the similarity transform
   has at least :data:`MIN_INLIERS` inliers **and** the query, warped into the work's frame
   by that transform, agrees with the work's box hashes (``pdqg1``) within
   :data:`ALIGNED_THRESHOLD` bits (:func:`~consentry.fingerprint.image.aligned_distance`),
@@ -122,13 +123,21 @@ ALIGNED_THRESHOLD: Final = 50
 UNCONFIRMED_INLIERS: Final = 24
 #: Works registered without box hashes (before ``pdqg1``) match on this many inliers alone.
 LEGACY_MIN_INLIERS: Final = 12
-#: At most this many candidate works (most distinct matched keypoints first) are verified
-#: per query.
+#: At most this many candidate works are verified per query: those holding the nearest
+#: registered keypoint of the most query keypoints first (nearest-neighbour votes, ties
+#: voting for each), then those with the most distinct matched query keypoints. Ranked by
+#: distinct matches alone, works full of generic corners (textures, foliage), which match a
+#: little of everything, took the places of a screenshot's or an overlaid copy's own work,
+#: the more so the larger the registry (``docs/recognition-images.md``, "Which works are
+#: verified").
 MAX_VERIFIED: Final = 8
 #: Local lookups skip chunk buckets holding more than this many times the mean bucket size
 #: (and at least :data:`MIN_BUCKET_CAP` entries): ORB descriptors crowd into a few chunk
-#: values, which match everything and cost most of the lookup time.
-LOCAL_BUCKET_FACTOR: Final = 256
+#: values, which match everything and cost most of the lookup time. The cap grows with the
+#: index; below ~130,000 keypoints (~800 works) :data:`MIN_BUCKET_CAP` decides it. At
+#: 21,000 works 64 rather than 256 makes a query several times cheaper, and with the votes
+#: above finds as many copies (same section).
+LOCAL_BUCKET_FACTOR: Final = 64
 MIN_BUCKET_CAP: Final = 128
 
 FORMAT: Final = "consentry-hamming-index"
@@ -580,7 +589,8 @@ class HammingIndex:
         works, distinct = works[keep], distinct[keep]
         if len(works) == 0:
             return []
-        top = works[np.lexsort((works, -distinct))[:MAX_VERIFIED]]
+        votes = _nearest_votes(owner, q, dist, nq, works)
+        top = works[np.lexsort((works, -distinct, -votes))[:MAX_VERIFIED]]
         # One match per query keypoint (its closest), then one per registered keypoint, for
         # all candidate works at once: cheaper than per work. Keypoints are compared by
         # position (packed as in ``aux``), ties keep the earlier match: the same pairs, in
@@ -807,6 +817,22 @@ def _distinct_counts(major: _I64, minor: _I64, minors: int) -> tuple[_I64, _I64]
     counts = np.bincount(major[table[keys] == number])
     values = np.flatnonzero(counts)
     return values, counts[values]
+
+
+def _nearest_votes(owner: _U32, query: _I64, distance: _I64, queries: int, works: _I64) -> _I64:
+    """For each of ``works`` (ascending): how many query keypoints (``0 <= query <
+    queries``) have their nearest match, among all the candidates listed (``owner``,
+    ``query``, ``distance``, one row per candidate match, repeats allowed), in that work.
+    Ties count for every work holding one."""
+    best = np.full(queries, np.iinfo(np.int64).max)
+    np.minimum.at(best, query, distance)
+    nearest = distance == best[query]
+    voted, votes = _distinct_counts(owner[nearest].astype(np.int64), query[nearest], queries)
+    out = np.zeros(len(works), np.int64)
+    where = np.minimum(np.searchsorted(works, voted), max(len(works) - 1, 0))
+    listed = works[where] == voted if len(works) else np.zeros(len(voted), bool)
+    out[where[listed]] = votes[listed]
+    return out
 
 
 def _position_ranks(packed: _U32) -> tuple[_I64, int]:
