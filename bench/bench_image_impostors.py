@@ -103,6 +103,38 @@ SHARED_CONTENT: frozenset[frozenset[tuple[str, str]]] = frozenset(
                 "usr/share/games/supertuxkart/data/library/stklib_autumnBirch_a/birch_a.png",
             ),
         ),
+        # One dark walnut texture in three games (looked at in session 11: the same knots
+        # and grain; UFO:AI's copy turned a quarter turn, MegaGlest's shrunk to 128 px).
+        (
+            (
+                "megaglest-data",
+                "usr/share/games/megaglest/techs/megapack/factions/romans/units/ballista/models/wood.png",
+            ),
+            (
+                "ufoai-textures",
+                "usr/share/games/ufoai/base/0textures.pk3/textures/tex_material/wood012.png",
+            ),
+        ),
+        (
+            (
+                "megaglest-data",
+                "usr/share/games/megaglest/techs/megapack/factions/romans/units/ballista/models/wood.png",
+            ),
+            (
+                "nexuiz-textures",
+                "usr/share/games/nexuiz/data/textures.pk3/textures/egyptsoc_mat/wood17.tga",
+            ),
+        ),
+        (
+            (
+                "ufoai-textures",
+                "usr/share/games/ufoai/base/0textures.pk3/textures/tex_material/wood012.png",
+            ),
+            (
+                "nexuiz-textures",
+                "usr/share/games/nexuiz/data/textures.pk3/textures/egyptsoc_mat/wood17.tga",
+            ),
+        ),
         # Looked at on 2026-11-27: textures SuperTuxKart shares with Nexuiz and UFO:AI
         # (Trak's panels, pipes, crates and rocks, some recoloured), the nebulae Naev shares
         # with FreeOrion, the Earth map, the galaxy pair NGC 5426/5427 and Tux redrawn.
