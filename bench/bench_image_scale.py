@@ -16,6 +16,9 @@ Two configurations, each on the same index and queries:
   buckets skipped from 256 times the mean bucket size (the index before
   nearest-neighbour votes).
 
+``BENCH_SCALE_CAPS=128,256`` adds a configuration per listed bucket factor: the shipped
+ranking with that cap (``cap 128``), to weigh recall against cost at each size.
+
 Per registry size and configuration: recall per family (the query's own work among the
 matches; at scale another registered picture of the same package may also match, or rank
 first, rightly), and CPU time per query (decode and fingerprints excluded: they do not
@@ -29,7 +32,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from multiprocessing import get_context
 
 import numpy as np
@@ -68,6 +71,25 @@ def _query(job: tuple[str, str, int]) -> list[Fingerprint]:
 
 
 @contextmanager
+def _cap(factor: int) -> Iterator[None]:
+    """The shipped ranking with overfull buckets skipped from ``factor`` times the mean."""
+    saved = hamming.LOCAL_BUCKET_FACTOR
+    hamming.LOCAL_BUCKET_FACTOR = factor  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        hamming.LOCAL_BUCKET_FACTOR = saved  # type: ignore[misc]
+
+
+def _configuration(name: str) -> AbstractContextManager[None]:
+    if name == "before":
+        return _before()
+    if name.startswith("cap "):
+        return _cap(int(name.removeprefix("cap ")))
+    return nullcontext()
+
+
+@contextmanager
 def _before() -> Iterator[None]:
     """The index as it ranked candidate works before nearest-neighbour votes."""
     saved = hamming.LOCAL_BUCKET_FACTOR, hamming._nearest_votes
@@ -101,6 +123,8 @@ def run(quick: bool) -> str:
     sizes = [len(others) if n is None else n for n in (QUICK_EXTRA if quick else EXTRA)]
     others = others[: max(sizes)]
     jobs = [(p, f, bench_image._seed(p, f)) for f in FAMILIES for p in works]
+    caps = os.environ.get("BENCH_SCALE_CAPS", "")
+    configurations = ["shipped", "before"] + [f"cap {int(c)}" for c in caps.split(",") if c]
     ctx = get_context("fork")  # the workers inherit the index built before each pool
     workers = os.cpu_count() or 1
     t = time.perf_counter()
@@ -123,9 +147,9 @@ def run(quick: bool) -> str:
         index.global_codes.seal()
         index.local_codes.seal()
         _INDEX[:] = [index]
-        for config in ("shipped", "before"):
+        for config in configurations:
             t = time.perf_counter()
-            with _before() if config == "before" else nullcontext(), ctx.Pool(workers) as pool:
+            with _configuration(config), ctx.Pool(workers) as pool:
                 results = pool.map(_match, range(len(jobs)), chunksize=8)
             found = dict.fromkeys(FAMILIES, 0)
             for (path, family, _), (ids, _) in zip(jobs, results, strict=True):

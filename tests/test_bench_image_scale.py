@@ -38,3 +38,15 @@ def test_before_ranks_by_matched_keypoints_with_the_old_cap_and_restores() -> No
     assert hamming.LOCAL_BUCKET_FACTOR == 64
     assert hamming._nearest_votes is shipped_votes
     assert _votes() == [1, 1]
+
+
+def _factor_inside(name: str) -> int:
+    with bench_image_scale._configuration(name):
+        return hamming.LOCAL_BUCKET_FACTOR
+
+
+def test_each_configuration_sets_its_cap_and_restores_it() -> None:
+    assert _factor_inside("shipped") == 64
+    assert _factor_inside("before") == 256
+    assert _factor_inside("cap 128") == 128
+    assert hamming.LOCAL_BUCKET_FACTOR == 64
