@@ -91,19 +91,21 @@ def _configuration(name: str) -> AbstractContextManager[None]:
 
 @contextmanager
 def _before() -> Iterator[None]:
-    """The index as it ranked candidate works before nearest-neighbour votes."""
-    saved = hamming.LOCAL_BUCKET_FACTOR, hamming._nearest_votes
+    """The index as it ranked candidate works before nearest-neighbour votes: every vote
+    zero, buckets skipped from 256 times the mean."""
+    saved = hamming._nearest_votes
 
     def no_votes(
         owner: np.ndarray, query: np.ndarray, distance: np.ndarray, queries: int, works: np.ndarray
     ) -> np.ndarray:
         return np.zeros(len(works), np.int64)
 
-    hamming.LOCAL_BUCKET_FACTOR, hamming._nearest_votes = 256, no_votes  # type: ignore[misc]
+    hamming._nearest_votes = no_votes
     try:
-        yield
+        with _cap(256):
+            yield
     finally:
-        hamming.LOCAL_BUCKET_FACTOR, hamming._nearest_votes = saved  # type: ignore[misc]
+        hamming._nearest_votes = saved
 
 
 def _match(i: int) -> tuple[list[str], float]:

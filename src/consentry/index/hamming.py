@@ -826,14 +826,15 @@ def _nearest_votes(owner: _U32, query: _I64, distance: _I64, queries: int, works
     queries``) have their nearest match, among all the candidates listed (``owner``,
     ``query``, ``distance``, one row per candidate match, repeats allowed), in that work.
     Ties count for every work holding one."""
+    if len(works) == 0:
+        return np.zeros(0, np.int64)
     best = np.full(queries, np.iinfo(np.int64).max)
     np.minimum.at(best, query, distance)
     nearest = distance == best[query]
     voted, votes = _distinct_counts(owner[nearest].astype(np.int64), query[nearest], queries)
-    out = np.zeros(len(works), np.int64)
-    where = np.minimum(np.searchsorted(works, voted), max(len(works) - 1, 0))
-    listed = works[where] == voted if len(works) else np.zeros(len(voted), bool)
-    out[where[listed]] = votes[listed]
+    per_work = np.zeros(max(int(works[-1]), int(voted.max(initial=0))) + 1, np.int64)
+    per_work[voted] = votes
+    out: _I64 = per_work[works]
     return out
 
 
