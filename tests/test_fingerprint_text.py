@@ -35,6 +35,7 @@ from consentry.fingerprint.text import (
     kgram_hashes,
     minhash_signature,
     minhash_similarity,
+    required_words,
     token_hashes,
     winnow,
     winnowed_of,
@@ -333,6 +334,29 @@ def test_common_phrases_do_not_reach_attribution() -> None:
     score = containment(fingerprint_text(embed(SONNET), window=1), work_fp)
     assert score.longest_run >= 12
     assert not is_attribution(score)
+
+
+@pytest.mark.parametrize(
+    ("work_words", "needed"),
+    [(5, 12), (12, 12), (24, 12), (25, 13), (30, 15), (50, 25), (79, 40), (80, 40), (10**6, 40)],
+)
+def test_short_works_need_a_share_of_their_words(work_words: int, needed: int) -> None:
+    assert required_words(work_words) == needed
+    assert required_words(work_words, short_work_share=0) == 40
+
+
+def test_a_whole_short_poem_in_a_document_is_an_attribution() -> None:
+    poem = " ".join(WORK_WORDS[:30])
+    score = containment(fingerprint_text(embed(poem), window=1), fingerprint_text(poem))
+    assert score.work_word_count == 30
+    assert 15 <= score.matched_words < 40
+    assert is_attribution(score)
+    assert not is_attribution(score, short_work_share=0)  # the rule for long works alone
+    # Ten words of it (a quoted line) are not.
+    line = containment(
+        fingerprint_text(embed(" ".join(WORK_WORDS[:10])), window=1), fingerprint_text(poem)
+    )
+    assert not is_attribution(line)
 
 
 def test_stop_hashes_make_boilerplate_never_count() -> None:

@@ -123,6 +123,48 @@ def test_unrelated_documents_and_short_quotes_match_nothing() -> None:
     assert index.match(prints("Chapter 1\n\nAll rights reserved.")) == []
 
 
+POEM_WORDS = 30
+
+
+def short_work_index(**kwargs: object) -> TextContainmentIndex:
+    """The five long works and a 30-word poem (too short for 40 matched words)."""
+    index = build(**kwargs)
+    index.add("POEM", prints(prose(POEM_WORDS, seed=501)), 6)
+    return index
+
+
+def test_a_short_work_is_attributed_when_a_document_holds_most_of_it() -> None:
+    index = short_work_index()
+    poem = prose(POEM_WORDS, seed=501)
+    found = index.match(prints(embed(poem)))
+    assert [m.work_id for m in found] == ["POEM"]
+    evidence = found[0].evidence
+    assert evidence["work_words"] == POEM_WORDS
+    assert 15 <= int(evidence["matched_words"]) <= POEM_WORDS  # half of the poem or more
+    assert int(evidence["longest_run"]) >= 12
+    # Its first line (10 words) is not enough: no passage of 12 words, 33 % of the work.
+    first_line = " ".join(poem.split(" ")[:10])
+    assert index.match(prints(embed(first_line))) == []
+    # The same 25 words that attribute the 30-word poem do not attribute a long work.
+    assert index.match(prints(embed(excerpt("W5", 100, 25)))) == []
+
+
+def test_the_short_work_share_is_kept_on_disk_and_zero_turns_it_off(tmp_path: Path) -> None:
+    poem = embed(prose(POEM_WORDS, seed=501))
+    assert short_work_index(short_work_share=0.0).match(prints(poem)) == []
+    index = short_work_index(short_work_share=0.9)
+    index.save(tmp_path / "idx")
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    assert meta["short_work_share"] == 0.9
+    assert TextContainmentIndexFactory().load(tmp_path / "idx").short_work_share == 0.9
+    # An index saved before the rule existed gets the default share when it is loaded.
+    del meta["short_work_share"]
+    (tmp_path / "idx" / "meta.json").write_text(json.dumps(meta))
+    loaded = TextContainmentIndexFactory().load(tmp_path / "idx")
+    assert loaded.short_work_share == TextContainmentIndex().short_work_share == 0.5
+    assert [m.work_id for m in loaded.match(prints(poem))] == ["POEM"]
+
+
 def test_boilerplate_shared_by_works_never_attributes() -> None:
     index = TextContainmentIndex()
     for row, seed in enumerate((11, 12), start=1):

@@ -49,6 +49,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ __all__ = [
     "DEFAULT_MIN_MATCHED_WORDS",
     "DEFAULT_MIN_RUN",
     "DEFAULT_NUM_PERM",
+    "DEFAULT_SHORT_WORK_SHARE",
     "DEFAULT_WINDOW",
     "MINHASH_KIND",
     "MINHASH_SEED",
@@ -86,6 +88,7 @@ __all__ = [
     "kgram_hashes",
     "minhash_signature",
     "minhash_similarity",
+    "required_words",
     "token_hashes",
     "winnow",
     "winnowed_of",
@@ -100,6 +103,9 @@ MINHASH_SEED = 1
 #: Attribution thresholds (see :func:`is_attribution`).
 DEFAULT_MIN_MATCHED_WORDS = 40
 DEFAULT_MIN_RUN = 12
+#: A work too short for 40 matched words (a poem, a lyric, a short statement) is attributed
+#: when this share of its words is matched (see :func:`required_words`).
+DEFAULT_SHORT_WORK_SHARE = 0.5
 
 WINNOW_KIND = "text-winnow-v1"
 MINHASH_KIND = "text-minhash-v1"
@@ -855,16 +861,48 @@ def covered_words(runs: list[MatchRun]) -> int:
     return covered
 
 
+def required_words(
+    work_words: int,
+    *,
+    min_matched_words: int = DEFAULT_MIN_MATCHED_WORDS,
+    min_run: int = DEFAULT_MIN_RUN,
+    short_work_share: float = DEFAULT_SHORT_WORK_SHARE,
+) -> int:
+    """Matched words that attribute a document to a work of ``work_words`` words.
+
+    ``min_matched_words`` (40) for most works. A work of fewer than ``min_matched_words /
+    short_work_share`` words (80 by default: a poem, a lyric) needs ``short_work_share`` of
+    its words instead, and never fewer than ``min_run``: without this a 30-word poem could
+    never be attributed, not even when a document holds all of it. Half and not more because
+    coverage is counted between fingerprints, and a work's first and last fingerprints may
+    lie up to ``window - 1`` positions from its ends: a verbatim copy covers at least
+    ``work_words - 2 (window - 1)`` words, which is half of any work of 28 words or more.
+    What keeps chance out is the passage of ``min_run`` words that :func:`is_attribution`
+    asks of every work (no chance passage that long was seen in 17,541 independent
+    documents); the 40 words keep a quoted famous line of a *long* work from attributing,
+    and a document that holds half of a short poem has quoted much of the work
+    (``docs/recognition-text.md``, "Short works"). Works of fewer than ``min_run`` words are
+    never attributed (their exact copies are still recognised by file hash).
+    ``short_work_share`` 0 turns the rule off.
+    """
+    if short_work_share <= 0:
+        return min_matched_words
+    share = math.ceil(short_work_share * work_words - 1e-9)
+    return min(min_matched_words, max(min_run, share))
+
+
 def is_attribution(
     score: ContainmentScore,
     *,
     min_matched_words: int = DEFAULT_MIN_MATCHED_WORDS,
     min_run: int = DEFAULT_MIN_RUN,
+    short_work_share: float = DEFAULT_SHORT_WORK_SHARE,
 ) -> bool:
     """Whether the evidence is strong enough to say the query contains the work.
 
-    Both must hold: at least ``min_matched_words`` (default 40) of the work's words aligned,
-    and one aligned run of at least ``min_run`` (default 12) words.
+    Both must hold: at least :func:`required_words` of the work's words aligned (40 by
+    default; a share of a short work's), and one aligned run of at least ``min_run`` (default
+    12) words.
 
     Why these defaults: a title, "Chapter 1", a copyright line ("All rights reserved") or a
     famous opening line quoted in an unrelated text is a single run of at most a dozen or two
@@ -874,7 +912,13 @@ def is_attribution(
     matches of everyday phrases from adding up to 40 words. Register boilerplate in
     :class:`StopHashes` so that it never counts at all.
     """
-    return score.matched_words >= min_matched_words and score.longest_run >= min_run
+    needed = required_words(
+        score.work_word_count,
+        min_matched_words=min_matched_words,
+        min_run=min_run,
+        short_work_share=short_work_share,
+    )
+    return score.matched_words >= needed and score.longest_run >= min_run
 
 
 # --------------------------------------------------------------------------------------------

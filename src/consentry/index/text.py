@@ -37,8 +37,8 @@ Matching a document:
    :data:`MAX_POSTINGS` seed postings (stock phrases the boilerplate list missed) are ignored.
 3. Verify and extend every seed hit against the stream.
 4. Per work, chain the pairs into runs and weigh them; a work is reported when
-   :func:`~consentry.fingerprint.text.is_attribution` holds (at least 40 matched words and a
-   passage of at least 12).
+   :func:`~consentry.fingerprint.text.is_attribution` holds (at least 40 matched words, or
+   half of a work too short for 40, and a passage of at least 12).
 
 Storage (a directory, written atomically by :meth:`TextContainmentIndex.save`)::
 
@@ -86,12 +86,14 @@ from consentry.fingerprint.text import (
     DEFAULT_K,
     DEFAULT_MIN_MATCHED_WORDS,
     DEFAULT_MIN_RUN,
+    DEFAULT_SHORT_WORK_SHARE,
     DEFAULT_WINDOW,
     WINNOW_KIND,
     MatchRun,
     StopHashes,
     TextFingerprint,
     covered_words,
+    required_words,
     winnowed_of,
 )
 
@@ -913,6 +915,7 @@ class TextContainmentIndex:
         seed_key_limit: int = SEED_KEY_LIMIT,
         min_matched_words: int = DEFAULT_MIN_MATCHED_WORDS,
         min_run: int = DEFAULT_MIN_RUN,
+        short_work_share: float = DEFAULT_SHORT_WORK_SHARE,
         stop: StopHashes | None = None,
     ) -> None:
         self._k = k
@@ -921,6 +924,7 @@ class TextContainmentIndex:
         self._seed_key_limit = seed_key_limit
         self.min_matched_words = min_matched_words
         self.min_run = min_run
+        self.short_work_share = short_work_share
         self._stop = stop if stop is not None else boilerplate_stop_hashes()
         self._watermark = 0
         self._work_ids: list[str] = []
@@ -1088,7 +1092,13 @@ class TextContainmentIndex:
                 continue
             matched = covered_words(runs)
             longest = min(longest, words)
-            if not all_candidates and (matched < self.min_matched_words or longest < self.min_run):
+            needed = required_words(
+                words,
+                min_matched_words=self.min_matched_words,
+                min_run=self.min_run,
+                short_work_share=self.short_work_share,
+            )
+            if not all_candidates and (matched < needed or longest < self.min_run):
                 continue
             out.append(
                 TextHit(
@@ -1150,6 +1160,7 @@ class TextContainmentIndex:
                 "seed_key_limit": self._seed_key_limit,
                 "min_matched_words": self.min_matched_words,
                 "min_run": self.min_run,
+                "short_work_share": self.short_work_share,
                 "segments": names,
                 "fingerprints": len(self),
                 "seeds": sum(s.seeds for s in self._segments),
@@ -1194,6 +1205,8 @@ class TextContainmentIndex:
                 seed_key_limit=int(meta.get("seed_key_limit", 1 << 32)),
                 min_matched_words=int(meta["min_matched_words"]),
                 min_run=int(meta["min_run"]),
+                # Indexes saved before short works had a rule of their own get it on load.
+                short_work_share=float(meta.get("short_work_share", DEFAULT_SHORT_WORK_SHARE)),
             )
             watermark = int(meta["watermark"])
             names = [str(n) for n in meta["segments"]]
