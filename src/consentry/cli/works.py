@@ -13,6 +13,7 @@ from consentry.cli.progress import progress
 from consentry.domain import Work
 from consentry.errors import InvalidInputError, UnreadableInputError
 from consentry.registry.jsonable import work_json
+from consentry.registry.limits import recognition_limits
 from consentry.registry.mapping import get_row, load_works
 from consentry.registry.queries import list_works
 from consentry.registry.registration import register_paths
@@ -125,9 +126,13 @@ def work_register(
             }
             if outcome.disputes:
                 record["disputes"] = [d.id for d in outcome.disputes]
+            if outcome.limits:
+                record["limits"] = [{"code": x.code, "message": x.message} for x in outcome.limits]
             out.emit(record, f"{w.id}\t{outcome.path}")
             for d in outcome.disputes:
                 out.note(f"{w.id}: dispute {d.id} opened with {d.work_ids[0]} ({d.reason})")
+            for limit in outcome.limits:
+                out.note(f"{w.id}: {limit.message}")
     if failed:
         raise UnreadableInputError(f"{failed} of {failed + done} files could not be registered")
 
@@ -150,7 +155,7 @@ def work_list(app: AppContext, holder: str | None, as_json: bool) -> None:
 @json_option
 @pass_app
 def work_show(app: AppContext, work_id: str, as_json: bool) -> None:
-    """Show a work: holders, fingerprints, identifiers."""
+    """Show a work: holders, fingerprints, identifiers, and what recognition cannot do for it."""
     with app.database().read() as session:
         number = get_row(session, WorkRow, "work", work_id).id
         w = load_works(session, [number])[0]
@@ -163,6 +168,10 @@ def work_show(app: AppContext, work_id: str, as_json: bool) -> None:
         ]
         lines += [f"  {f.kind}[{f.region}] {f.value[:80]}" for f in w.fingerprints]
         lines += [f"  {s}:{v}" for s, v in w.identifiers]
+        lines += [f"  limit: {x.message}" for x in limits]
         return "\n".join(lines)
 
-    Out(as_json).emit(work_json(w), human)
+    limits = recognition_limits(w.fingerprints)
+    record = work_json(w)
+    record["limits"] = [{"code": x.code, "message": x.message} for x in limits]
+    Out(as_json).emit(record, human)

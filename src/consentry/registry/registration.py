@@ -16,6 +16,7 @@ from consentry.errors import ConsentryError, UnreadableInputError
 from consentry.fingerprint import fingerprint_all
 from consentry.fingerprint.media import detect_media_type
 from consentry.registry.files import FileProblem, iter_files, read_file
+from consentry.registry.limits import RecognitionLimit, recognition_limits
 from consentry.registry.service import HolderSpec, PreparedWork, RegistryService
 from consentry.store.database import Database
 
@@ -28,6 +29,8 @@ class RegisterOutcome:
     work: Work | None = None
     disputes: tuple[Dispute, ...] = ()
     error: str | None = None
+    #: What the recognisers cannot do for this work (see :mod:`consentry.registry.limits`).
+    limits: tuple[RecognitionLimit, ...] = ()
 
 
 def prepare_file(
@@ -73,7 +76,8 @@ def register_paths(
                 try:
                     with session.begin_nested():
                         reg = service.register_work(prepared, holders)
-                    outcomes.append(RegisterOutcome(path, reg.work, reg.disputes))
+                    limits = recognition_limits(prepared.fingerprints)
+                    outcomes.append(RegisterOutcome(path, reg.work, reg.disputes, limits=limits))
                 except ConsentryError as exc:
                     outcomes.append(RegisterOutcome(path, error=f"{path}: {exc}"))
         pending.clear()
