@@ -76,6 +76,12 @@ def work() -> None:
     multiple=True,
     help="SCHEME:VALUE external id, e.g. isbn:9780141439518 (one file only).",
 )
+@click.option(
+    "--similar/--no-similar",
+    default=True,
+    show_default=True,
+    help="Report registered works each new one resembles (off: faster bulk imports).",
+)
 @json_option
 @pass_app
 def work_register(
@@ -87,12 +93,15 @@ def work_register(
     shares: tuple[str, ...],
     title: str | None,
     identifiers: tuple[str, ...],
+    similar: bool,
     as_json: bool,
 ) -> None:
     """Register files as works (directories recurse); bad files are reported and skipped.
 
-    Prints one work id per file (JSON Lines with ``path`` and ``work_id`` with --json).
-    Exits 1 after the batch if any file could not be registered.
+    Prints one work id per file (JSON Lines with ``path`` and ``work_id`` with --json), and
+    on stderr (``limits`` and ``similar`` in JSON) what recognition cannot do for the work and
+    which registered works it resembles. Exits 1 after the batch if any file could not be
+    registered.
     """
     holders = _holders(holder, co_holders, roles, shares)
     parsed_ids: list[tuple[str, str]] = []
@@ -109,7 +118,10 @@ def work_register(
     db = app.database()
     failed = done = 0
     with progress("registering") as bar:
-        for outcome in register_paths(db, paths, holders, title=title, identifiers=parsed_ids):
+        outcomes = register_paths(
+            db, paths, holders, title=title, identifiers=parsed_ids, similar=similar
+        )
+        for outcome in outcomes:
             bar.advance()
             if outcome.error is not None or outcome.work is None:
                 failed += 1
@@ -128,11 +140,19 @@ def work_register(
                 record["disputes"] = [d.id for d in outcome.disputes]
             if outcome.limits:
                 record["limits"] = [{"code": x.code, "message": x.message} for x in outcome.limits]
+            if outcome.similar:
+                record["similar"] = [m.to_json() for m in outcome.similar]
             out.emit(record, f"{w.id}\t{outcome.path}")
             for d in outcome.disputes:
                 out.note(f"{w.id}: dispute {d.id} opened with {d.work_ids[0]} ({d.reason})")
             for limit in outcome.limits:
                 out.note(f"{w.id}: {limit.message}")
+            for m in outcome.similar:
+                out.note(
+                    f"{w.id}: resembles {m.work_id} ({m.stage} stage, score {m.score}): an "
+                    "item recognised as one may be recognised as both; if one copies the "
+                    f"other, `consentry dispute open {m.work_id} {w.id}`"
+                )
     if failed:
         raise UnreadableInputError(f"{failed} of {failed + done} files could not be registered")
 
