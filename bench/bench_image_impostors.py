@@ -95,12 +95,30 @@ SHARED_CONTENT: frozenset[frozenset[tuple[str, str]]] = frozenset(
             ),
             ("supertuxkart-data", "usr/share/games/supertuxkart/data/textures/mossy_stone.png"),
         ),
-        # The same birch-leaf sprite, green in MegaGlest, recoloured yellow in SuperTuxKart.
+        # ... and MegaGlest's menu model carries it too (looked at in session 12: the same
+        # swirl of moss, darker).
+        (
+            (
+                "megaglest-data",
+                "usr/share/games/megaglest/data/core/menu/main_model/texture_big_stone.tga",
+            ),
+            ("supertuxkart-data", "usr/share/games/supertuxkart/data/textures/mossy_stone.png"),
+        ),
+        # The same birch-leaf sprite, green in MegaGlest, recoloured yellow in SuperTuxKart
+        # (birch_b.png, looked at in session 12, is birch_a.png with its leaves recoloured:
+        # the same branches and trunk).
         (
             ("megaglest-data", "usr/share/games/megaglest/tilesets/birch_forest/models/birch.png"),
             (
                 "supertuxkart-data",
                 "usr/share/games/supertuxkart/data/library/stklib_autumnBirch_a/birch_a.png",
+            ),
+        ),
+        (
+            ("megaglest-data", "usr/share/games/megaglest/tilesets/birch_forest/models/birch.png"),
+            (
+                "supertuxkart-data",
+                "usr/share/games/supertuxkart/data/library/stklib_autumnBirch_a/birch_b.png",
             ),
         ),
         # One dark walnut texture in three games (looked at in session 11: the same knots
