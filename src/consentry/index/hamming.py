@@ -134,11 +134,12 @@ MAX_VERIFIED: Final = 8
 #: Local lookups skip chunk buckets holding more than this many times the mean bucket size
 #: (and at least :data:`MIN_BUCKET_CAP` entries): ORB descriptors crowd into a few chunk
 #: values, which match everything and cost most of the lookup time. The cap grows with the
-#: index; below ~32,000 keypoints (a few hundred works) :data:`MIN_BUCKET_CAP` decides it. A smaller
-#: factor is cheaper (64: 2.6 times less per query at 21,000 works) but from a few hundred
-#: works on it skips the buckets that hold a cropped copy's keypoints (crop 20 % 0.89 at
-#: 2,200 works, 0.925 with 256); ``docs/recognition-images.md``, "The bucket cap".
-LOCAL_BUCKET_FACTOR: Final = 256
+#: index; below ~130,000 keypoints (~800 works) :data:`MIN_BUCKET_CAP` decides it. At
+#: 21,000 works, 64 with the votes above costs 2.6 times less per query than 256 without
+#: them and finds as much or more (one 10-degree turn fewer); from a few hundred works on
+#: (~32,000 keypoints, where 256 rose above the minimum) it loses some crops that 256 with
+#: the votes keeps (same section, with 128 and 256).
+LOCAL_BUCKET_FACTOR: Final = 64
 MIN_BUCKET_CAP: Final = 128
 
 FORMAT: Final = "consentry-hamming-index"
