@@ -18,12 +18,15 @@ Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
   :data:`MIN_VOTES` distinct matched query keypoints, and at least as many as the inlier
   threshold, are verified geometrically (:mod:`consentry.index.verify`, at most
   :data:`MAX_VERIFIED`, those holding the nearest registered keypoint of the most query
-  keypoints first). A work matches (stage ``local``) when the similarity transform
-  has at least :data:`MIN_INLIERS` inliers **and** the query, warped into the work's frame
-  by that transform, agrees with the work's box hashes (``pdqg1``) within
-  :data:`ALIGNED_THRESHOLD` bits (:func:`~consentry.fingerprint.image.aligned_distance`),
-  or when it has :data:`UNCONFIRMED_INLIERS` inliers whatever the pixels say. Keypoints
-  agreeing on a transform and pixels agreeing once aligned are two different kinds of
+  keypoints first). The lookup only chooses them: each chosen work's keypoints are then
+  compared with every query keypoint (:data:`RESCAN_VERIFIED`), so the keypoints that the
+  skipped buckets hid take part in its verification. A work matches (stage ``local``)
+  when the similarity transform has at least :data:`MIN_INLIERS` inliers **and** the
+  query, warped into the work's frame by that transform, agrees with the work's box
+  hashes (``pdqg1``) within :data:`ALIGNED_THRESHOLD` bits
+  (:func:`~consentry.fingerprint.image.aligned_distance`), or when it has
+  :data:`UNCONFIRMED_INLIERS` inliers whatever the pixels say. Keypoints agreeing on a
+  transform and pixels agreeing once aligned are two different kinds of
   evidence, and unrelated pictures rarely give both (``docs/image-false-matches.md``).
   Works registered before the box hashes existed have none; for them
   :data:`LEGACY_MIN_INLIERS` inliers alone decide, and :data:`GLOBAL_THRESHOLD` bits alone
@@ -141,6 +144,15 @@ MAX_VERIFIED: Final = 8
 #: the votes keeps (same section, with 128 and 256).
 LOCAL_BUCKET_FACTOR: Final = 64
 MIN_BUCKET_CAP: Final = 128
+#: The works chosen for verification are compared keypoint by keypoint with the whole query
+#: (a few hundred keypoints each: all pairs cost little) instead of being verified with the
+#: matches the capped lookup found. Works of generic texture (foliage, stone, fabric) keep
+#: most of their descriptors in the buckets the cap skips, the more so as the registry
+#: grows: at 2,200 works a 20 % crop of such a work kept ~20 of its ~5,000 pairs within the
+#: radius, too few to verify. Rescanning restores the recall of a four times larger cap
+#: (crop 20 % 0.925 against 0.885 at 2,200 works, 0.925 against 0.890 at 21,000) for a
+#: small part of its cost (``docs/recognition-images.md``, "Which works are verified").
+RESCAN_VERIFIED: Final = True
 
 FORMAT: Final = "consentry-hamming-index"
 VERSION: Final = 1
@@ -170,6 +182,10 @@ class _Segment:
     order: _U32  # (16, n) entry numbers sorted by chunk value
     offsets: _U32  # (16, 65537) CSR offsets into order
     stem: str | None = None  # file name prefix once saved
+    # Entry numbers by owner (None: ``owner`` is ascending, the usual case), built on first
+    # use by :meth:`rows_of`.
+    _by_owner: _I64 | None = None
+    _owner_sorted: bool | None = None
 
     @classmethod
     def build(cls, codes: _U8, owner: _U32, aux: _U32) -> _Segment:
@@ -188,6 +204,22 @@ class _Segment:
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    def rows_of(self, owners: _I64) -> _I64:
+        """Entry numbers of every code held by one of ``owners`` (ascending ordinals)."""
+        if self._owner_sorted is None:
+            self._owner_sorted = bool(np.all(self.owner[1:] >= self.owner[:-1]))
+            if not self._owner_sorted:
+                self._by_owner = np.argsort(self.owner, kind="stable").astype(np.int64)
+        keys = self.owner if self._by_owner is None else self.owner[self._by_owner]
+        starts = np.searchsorted(keys, owners)
+        ends = np.searchsorted(keys, owners, side="right")
+        lengths = ends - starts
+        if not lengths.any():
+            return np.empty(0, np.int64)
+        positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        positions += np.arange(int(lengths.sum()), dtype=np.int64)
+        return positions if self._by_owner is None else self._by_owner[positions]
 
     def search(
         self,
@@ -344,6 +376,36 @@ class CodeIndex:
             offset += len(segment)
         if len(found) == 1:  # most searches: joining would only copy
             return found[0]
+        return (
+            np.concatenate([f[0] for f in found]),
+            np.concatenate([f[1] for f in found]),
+            np.concatenate([f[2] for f in found]),
+            np.concatenate([f[3] for f in found]),
+            np.concatenate([f[4] for f in found]),
+        )
+
+    def pairs_of(
+        self, queries: _U8, owners: _I64, radius: int
+    ) -> tuple[_I64, _U32, _U32, _I64, _I64]:
+        """:meth:`search_ranked` restricted to the codes of ``owners`` (ascending), compared
+        with every query code: no bucket is skipped, so a few works can be searched
+        exhaustively."""
+        self.seal()
+        found: list[tuple[_I64, _U32, _U32, _I64, _I64]] = []
+        offset = 0
+        for segment in (self.main, self.delta):
+            rows = segment.rows_of(owners)
+            if len(rows):
+                q = np.repeat(np.arange(len(queries), dtype=np.int64), len(rows))
+                e = np.tile(rows, len(queries))
+                d = _distance(_rows(queries, q), _rows(segment.codes, e)).astype(np.int64)
+                keep = np.flatnonzero(d <= radius)
+                q, e = q[keep], e[keep]
+                found.append((q, segment.owner[e], segment.aux[e], d[keep], e + offset))
+            offset += len(segment)
+        if not found:
+            empty = np.empty(0, np.int64)
+            return empty, empty.astype(np.uint32), empty.astype(np.uint32), empty, empty
         return (
             np.concatenate([f[0] for f in found]),
             np.concatenate([f[1] for f in found]),
@@ -593,6 +655,12 @@ class HammingIndex:
             return []
         votes = _nearest_votes(owner, q, dist, nq, works)
         top = works[np.lexsort((works, -distinct, -votes))[:MAX_VERIFIED]]
+        if RESCAN_VERIFIED:
+            q, owner, aux, dist, rank = self.local_codes.pairs_of(
+                descriptors, np.sort(top), LOCAL_RADIUS
+            )
+            if len(q) == 0:
+                return []
         # One match per query keypoint (its closest), then one per registered keypoint, for
         # all candidate works at once: cheaper than per work. Keypoints are compared by
         # position (packed as in ``aux``), ties keep the earlier match: the same pairs, in
