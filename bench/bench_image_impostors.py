@@ -153,6 +153,28 @@ SHARED_CONTENT: frozenset[frozenset[tuple[str, str]]] = frozenset(
                 "usr/share/games/nexuiz/data/textures.pk3/textures/egyptsoc_mat/wood17.tga",
             ),
         ),
+        # Looked at in session 13: the same photograph of a rock face as the pair below
+        # (the same crevices), UFO:AI's pjrock1 a closer crop of it (scale 0.79).
+        (
+            ("supertuxkart-data", "usr/share/games/supertuxkart/data/textures/rockMountain.jpg"),
+            (
+                "ufoai-textures",
+                "usr/share/games/ufoai/base/0textures.pk3/textures/tex_nature/pjrock1.png",
+            ),
+        ),
+        # Looked at in session 13: one photographed rock surface, brown in UFO:AI, tinted
+        # green with dark cracks painted over in SuperTuxKart (every crack of UFO:AI's at the
+        # same place in both, scale 1.0).
+        (
+            (
+                "supertuxkart-data",
+                "usr/share/games/supertuxkart/data/textures/stktex_generic_rockA.png",
+            ),
+            (
+                "ufoai-textures",
+                "usr/share/games/ufoai/base/0textures.pk3/textures/tex_nature/rock018.png",
+            ),
+        ),
         # Looked at on 2026-11-27: textures SuperTuxKart shares with Nexuiz and UFO:AI
         # (Trak's panels, pipes, crates and rocks, some recoloured), the nebulae Naev shares
         # with FreeOrion, the Earth map, the galaxy pair NGC 5426/5427 and Tux redrawn.

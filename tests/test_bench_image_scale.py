@@ -1,5 +1,5 @@
-"""The registry-scale benchmark's "before" configuration is the index as it was, and only
-inside its block."""
+"""The registry-scale benchmark's configurations ("before", "no rescan", "cap N") set the
+index as it was, and only inside their block."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def _votes() -> list[int]:
     return list(hamming._nearest_votes(OWNER, QUERY, DISTANCE, 2, WORKS).tolist())
 
 
-def _inside_before() -> tuple[int, list[int]]:
+def _inside_before() -> tuple[int, list[int], bool]:
     with bench_image_scale._before():
-        return hamming.LOCAL_BUCKET_FACTOR, _votes()
+        return hamming.LOCAL_BUCKET_FACTOR, _votes(), hamming.RESCAN_VERIFIED
 
 
 def _fail_inside_before() -> None:
@@ -32,21 +32,23 @@ def _fail_inside_before() -> None:
 def test_before_ranks_by_matched_keypoints_with_the_old_cap_and_restores() -> None:
     shipped_votes = hamming._nearest_votes
     assert _votes() == [1, 1]  # keypoint 0's nearest is in work 5, keypoint 1's in work 3
-    assert _inside_before() == (256, [0, 0])
+    assert _inside_before() == (256, [0, 0], False)
     with pytest.raises(RuntimeError):
         _fail_inside_before()  # restored on the way out of a failed run too
     assert hamming.LOCAL_BUCKET_FACTOR == 64
     assert hamming._nearest_votes is shipped_votes
+    assert hamming.RESCAN_VERIFIED
     assert _votes() == [1, 1]
 
 
-def _factor_inside(name: str) -> int:
+def _inside(name: str) -> tuple[int, bool]:
     with bench_image_scale._configuration(name):
-        return hamming.LOCAL_BUCKET_FACTOR
+        return hamming.LOCAL_BUCKET_FACTOR, hamming.RESCAN_VERIFIED
 
 
-def test_each_configuration_sets_its_cap_and_restores_it() -> None:
-    assert _factor_inside("shipped") == 64
-    assert _factor_inside("before") == 256
-    assert _factor_inside("cap 128") == 128
-    assert hamming.LOCAL_BUCKET_FACTOR == 64
+def test_each_configuration_sets_its_cap_and_rescan_and_restores_them() -> None:
+    assert _inside("shipped") == (64, True)
+    assert _inside("no rescan") == (64, False)
+    assert _inside("before") == (256, False)
+    assert _inside("cap 128") == (128, True)
+    assert (hamming.LOCAL_BUCKET_FACTOR, hamming.RESCAN_VERIFIED) == (64, True)

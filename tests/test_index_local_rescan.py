@@ -1,0 +1,127 @@
+"""The local stage verifies the works it chose against every query keypoint (rescan).
+
+The lookup skips overfull chunk buckets (:data:`~consentry.index.hamming.LOCAL_BUCKET_FACTOR`)
+to stay fast as the registry grows. A work of generic texture keeps most of its descriptors
+in such buckets, so the lookup finds few of its pairs: enough to choose it, too few to verify
+it. :data:`~consentry.index.hamming.RESCAN_VERIFIED` compares the chosen works' keypoints
+with the whole query instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from consentry.fingerprint.base import Fingerprint
+from consentry.fingerprint.image import KIND_LOCAL
+from consentry.index import hamming
+from consentry.index.hamming import CHUNKS, LEGACY_MIN_INLIERS, MIN_BUCKET_CAP, HammingIndex
+from test_index_local_speed import orb_value, popcount
+
+KEYPOINTS = 60
+#: Keypoints of the work that the capped lookup still finds (each in buckets of its own):
+#: enough to choose the work (at least the inlier threshold) ...
+VISIBLE = 12
+#: ... but two of them are elsewhere in the query (a chance agreement of descriptors), so
+#: those pairs alone give fewer inliers than the threshold.
+MISPLACED = 2
+FILLER_WORKS = 160
+
+
+def _crowded_index(rng: np.random.Generator) -> tuple[HammingIndex, list[Fingerprint]]:
+    """A work of 60 keypoints, 48 of them hidden: every one of their 16 chunk values is
+    shared by more than :data:`MIN_BUCKET_CAP` filler codes (far from every query keypoint
+    otherwise), so the capped lookup skips all their buckets. The query is the work's own
+    keypoints, two of the visible ones at other places."""
+    xy = rng.uniform(20, 236, (KEYPOINTS, 2))
+    query_xy = xy.copy()
+    query_xy[:MISPLACED] = 256 - query_xy[:MISPLACED]
+    own = rng.integers(0, 256, (KEYPOINTS, 32), dtype=np.uint8)
+    hidden = own[VISIBLE:]
+    per_bucket = MIN_BUCKET_CAP + 1
+    fillers = rng.integers(0, 256, (len(hidden) * CHUNKS * per_bucket, 32), dtype=np.uint8)
+    row = 0
+    for code in hidden:
+        for c in range(CHUNKS):
+            fillers[row : row + per_bucket, 2 * c : 2 * c + 2] = code[2 * c : 2 * c + 2]
+            row += per_bucket
+    index = HammingIndex()
+    for k, part in enumerate(np.array_split(fillers, FILLER_WORKS)):
+        positions = rng.uniform(20, 236, (len(part), 2))
+        index.add(f"filler{k}", [Fingerprint(KIND_LOCAL, orb_value(positions, part), "all")], k + 1)
+    index.add("own", [Fingerprint(KIND_LOCAL, orb_value(xy, own), "all")], FILLER_WORKS + 1)
+    # Fillers are random beyond their shared chunk: none is within the radius of the query.
+    assert int(popcount(fillers[:, None, :], own[None, :5, :]).min()) > hamming.LOCAL_RADIUS
+    return index, [Fingerprint(KIND_LOCAL, orb_value(query_xy, own), "all")]
+
+
+def test_the_capped_lookup_sees_only_the_visible_keypoints() -> None:
+    index, query = _crowded_index(np.random.default_rng(5))
+    own = query[0]
+    _, descriptors = hamming.decode_local_features(own.value)
+    q, owner, _, _ = index.local_codes.search(
+        descriptors, hamming.LOCAL_RADIUS, flips=False, bucket_factor=hamming.LOCAL_BUCKET_FACTOR
+    )
+    own_ordinal = len(index) - 1
+    assert sorted(set(q[owner == own_ordinal].tolist())) == list(range(VISIBLE))
+
+
+def test_rescan_verifies_the_chosen_work_with_all_its_keypoints() -> None:
+    index, query = _crowded_index(np.random.default_rng(5))
+    found = index.match(query)
+    assert [m.work_id for m in found] == ["own"]
+    assert found[0].stage == "local"
+    assert found[0].evidence["inliers"] == KEYPOINTS - MISPLACED
+
+
+def test_without_rescan_the_visible_keypoints_are_too_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same index verified with the lookup's pairs alone: 12 pairs, 10 of them
+    agreeing, fewer inliers than a work without box hashes needs, so the test above
+    depends on the rescan."""
+    assert VISIBLE - MISPLACED < LEGACY_MIN_INLIERS <= VISIBLE
+    monkeypatch.setattr(hamming, "RESCAN_VERIFIED", False)
+    index, query = _crowded_index(np.random.default_rng(5))
+    assert index.match(query) == []
+
+
+def _brute_force(
+    codes: np.ndarray, owners: np.ndarray, queries: np.ndarray, wanted: set[int], radius: int
+) -> list[tuple[int, int, int, int]]:
+    d = popcount(queries[:, None, :], codes[None, :, :])
+    return sorted(
+        (k, int(owners[e]), int(d[k, e]), e)
+        for k in range(len(queries))
+        for e in range(len(codes))
+        if int(owners[e]) in wanted and d[k, e] <= radius
+    )
+
+
+def test_pairs_of_lists_every_pair_of_the_chosen_works_in_both_segments() -> None:
+    """All pairs within the radius, whatever the buckets hold, with the rank
+    :meth:`CodeIndex.search_ranked` gives (main segment first, then delta), also when a
+    work's codes were added in two parts (its ordinal reused: owners out of order)."""
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 256, (6, 32), dtype=np.uint8)
+    codes = np.repeat(base, 40, axis=0)
+    # Flip 0-25 bits of each copy: some within the radius of its base, some beyond.
+    for row in codes:
+        for bit in rng.choice(256, int(rng.integers(0, 26)), replace=False):
+            row[bit // 8] ^= np.uint8(1 << (bit % 8))
+    # The main segment's owners out of order (a work added again), the delta's in order.
+    owners = rng.integers(0, 5, len(codes)).astype(np.uint32)
+    owners[215:] = np.sort(owners[215:])
+    index = hamming.CodeIndex()
+    aux = np.arange(len(codes), dtype=np.uint32)
+    index.add(codes[:215], owners[:215], aux[:215])
+    index.seal()  # the main segment
+    index.add(codes[215:], owners[215:], aux[215:])
+    index.seal()  # small enough to stay a delta segment
+    assert (len(index.main), len(index.delta)) == (215, 25)
+    queries = base.copy()
+    wanted = np.array([1, 4], np.int64)
+    q, owner, got_aux, dist, rank = index.pairs_of(queries, wanted, 20)
+    got = sorted(zip(q.tolist(), owner.tolist(), dist.tolist(), rank.tolist(), strict=True))
+    assert got == _brute_force(codes, owners, queries, {1, 4}, 20)
+    assert np.array_equal(got_aux, aux[rank])  # entries numbered as inserted here
+    assert len(got) > 0
+    assert index.pairs_of(queries, np.array([7], np.int64), 20)[0].tolist() == []
