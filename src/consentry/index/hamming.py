@@ -18,9 +18,10 @@ Two families of 256-bit codes, each in its own multi-index (:class:`CodeIndex`):
   :data:`MIN_VOTES` distinct matched query keypoints, and at least as many as the inlier
   threshold, are verified geometrically (:mod:`consentry.index.verify`, at most
   :data:`MAX_VERIFIED`, those holding the nearest registered keypoint of the most query
-  keypoints first). The lookup only chooses them: each chosen work's keypoints are then
-  compared with every query keypoint (:data:`RESCAN_VERIFIED`), so the keypoints that the
-  skipped buckets hid take part in its verification. A work matches (stage ``local``)
+  keypoints first). A chosen work whose found pairs agree on a transform, but with too
+  few inliers, is compared with every query keypoint and fitted again
+  (:data:`RESCAN_VERIFIED`), so the keypoints that the skipped buckets hid take part in
+  its verification. A work matches (stage ``local``)
   when the similarity transform has at least :data:`MIN_INLIERS` inliers **and** the
   query, warped into the work's frame by that transform, agrees with the work's box
   hashes (``pdqg1``) within :data:`ALIGNED_THRESHOLD` bits
@@ -80,7 +81,7 @@ from consentry.fingerprint.image import (
     decode_working_copy,
 )
 from consentry.index.alignment import implied_aligned_distance, small_rotation, transform_key
-from consentry.index.verify import fit_similarity
+from consentry.index.verify import Verified, fit_similarity
 
 __all__ = [
     "ALIGNED_THRESHOLD",
@@ -118,11 +119,12 @@ LOCAL_RADIUS: Final = 40
 #: are not verified.
 MIN_VOTES: Final = 8
 #: A geometric verification confirmed by the aligned box hashes needs this many inliers.
-#: 10 until session 13; with the chosen works rescanned (:data:`RESCAN_VERIFIED`) an
-#: unrelated work verified against every query keypoint reaches 10-11 inliers more often
-#: (3 chance matches in 10^9 impostor pairs, none at 12 or more), while copies mostly
-#: have many more: on the recognition benchmark's 3,400 queries at 200 works, the rescan
-#: with 12 finds as many as no rescan with 10; its gain is at registry scale.
+#: 10 until session 13; with works rescanned (:data:`RESCAN_VERIFIED`) an unrelated work
+#: verified against every query keypoint reaches 10-11 inliers more often (3 chance
+#: matches in 10^9 impostor pairs when every chosen work was rescanned, none at 12 or
+#: more), while copies mostly have many more: on the recognition benchmark's 3,400 queries
+#: at 200 works, the rescan with 12 finds as many as no rescan with 10; its gain is at
+#: registry scale.
 MIN_INLIERS: Final = 12
 #: ... and the aligned query's box hashes within this many bits of the work's (best box).
 ALIGNED_THRESHOLD: Final = 50
@@ -149,15 +151,22 @@ MAX_VERIFIED: Final = 8
 #: the votes keeps (same section, with 128 and 256).
 LOCAL_BUCKET_FACTOR: Final = 64
 MIN_BUCKET_CAP: Final = 128
-#: The works chosen for verification are compared keypoint by keypoint with the whole query
-#: (a few hundred keypoints each: all pairs cost little) instead of being verified with the
-#: matches the capped lookup found. Works of generic texture (foliage, stone, fabric) keep
-#: most of their descriptors in the buckets the cap skips, the more so as the registry
-#: grows: at 2,200 works a 20 % crop of such a work kept ~20 of its ~5,000 pairs within the
-#: radius, too few to verify. Rescanning restores the recall of a four times larger cap
-#: (crop 20 % 0.925 against 0.885 at 2,200 works, 0.925 against 0.890 at 21,000) for a
-#: small part of its cost (``docs/recognition-images.md``, "Which works are verified").
+#: A chosen work whose pairs from the capped lookup agree on a transform with at least
+#: :data:`RESCAN_FROM_INLIERS` inliers, but fewer than needed to match, is compared with
+#: every query keypoint (its few hundred keypoints: all pairs) and fitted again (guided
+#: matching). Works of generic texture (foliage, stone, fabric) keep most of their
+#: descriptors in the buckets the cap skips, the more so as the registry grows: at 2,200
+#: works a 20 % crop of such a work kept ~20 of its ~5,000 pairs within the radius, too few
+#: to verify. Rescanning restores most of the recall of a four times larger cap (crop 20 %
+#: 0.920 against 0.885 at 2,200 works) for a small part of its cost. Rescanning every
+#: chosen work found a little more but cost an unregistered 1080p item ~8 ms (twice its
+#: decode); the gate and :data:`RESCAN_MAX_WORKS` bring that to ~1 ms
+#: (``docs/recognition-images.md``, "Which works are verified").
 RESCAN_VERIFIED: Final = True
+RESCAN_FROM_INLIERS: Final = 5
+#: At most this many works are rescanned per item, most inliers first: one keeps the gain
+#: (two found one screenshot more at 2,200 works).
+RESCAN_MAX_WORKS: Final = 1
 
 FORMAT: Final = "consentry-hamming-index"
 VERSION: Final = 1
@@ -670,41 +679,42 @@ class HammingIndex:
             return []
         votes = _nearest_votes(owner, q, dist, nq, works)
         top = works[np.lexsort((works, -distinct, -votes))[:MAX_VERIFIED]]
-        if RESCAN_VERIFIED:
-            q, owner, aux, dist, rank = self.local_codes.pairs_of(
-                descriptors, np.sort(top), LOCAL_RADIUS
+        xy_positions = _position_ranks(_pack_xy(xy))
+        pairs = _one_to_one(top, q, owner, aux, dist, rank, xy, xy_positions)
+        fitted: dict[int, Verified | None] = {}
+        rescan: list[int] = []
+        for ordinal in top.tolist():
+            query_points, registered_points = pairs[ordinal]
+            fit_from = RESCAN_FROM_INLIERS if RESCAN_VERIFIED else min_inliers
+            verified = None
+            if len(query_points) >= fit_from:  # else too few matches to fit: no need
+                verified = fit_similarity(query_points, registered_points)
+            fitted[ordinal] = verified
+            if RESCAN_VERIFIED and verified is not None:
+                if RESCAN_FROM_INLIERS <= verified.inliers < min_inliers:
+                    rescan.append(ordinal)
+        # The most promising first (most inliers, then the order verified in).
+        rescan = sorted(rescan, key=lambda o: -_inliers(fitted[o]))[:RESCAN_MAX_WORKS]
+        if rescan:
+            # Guided matching: a work whose found pairs agree on a transform, but too few
+            # to match, is compared with every query keypoint (the lookup skipped
+            # crowded buckets, where a texture keeps most of its keypoints) and fitted
+            # again on all its pairs.
+            chosen = np.array(sorted(rescan), np.int64)
+            more = _one_to_one(
+                chosen,
+                *self.local_codes.pairs_of(descriptors, chosen, LOCAL_RADIUS),
+                xy,
+                xy_positions,
             )
-            if len(q) == 0:
-                return []
-        # One match per query keypoint (its closest), then one per registered keypoint, for
-        # all candidate works at once: cheaper than per work. Keypoints are compared by
-        # position (packed as in ``aux``), ties keep the earlier match: the same pairs, in
-        # the same order, as :func:`~consentry.index.verify.verify_similarity` would keep.
-        chosen = np.zeros(len(self._work_ids), bool)
-        chosen[top] = True
-        mine = np.flatnonzero(chosen[owner])
-        # Groups (work, query position), numbered in the order of both, so that a group's
-        # closest match is found without sorting the candidates (most of them lose): the
-        # closest by distance, then by entry number, which breaks ties between equally
-        # close registered keypoints as the order of de-duplicated search results did.
-        positions, position_count = _position_ranks(_pack_xy(xy))
-        group = np.searchsorted(np.sort(top), owner[mine]) * position_count
-        group += positions[q[mine]]
-        closeness = dist[mine] * (int(rank.max()) + 1) + rank[mine]
-        kept = mine[_closest_per_group(group, closeness, len(top) * position_count)]
-        order = kept[np.lexsort((dist[kept], aux[kept], owner[kept]))]
-        kept = order[_first_of_runs(owner[order], aux[order])]
-        owners_kept = owner[kept]
-        bounds = np.searchsorted(owners_kept, top)
-        ends = np.searchsorted(owners_kept, top, side="right")
-        query_points = xy[q[kept]]
-        registered_points = _unpack_xy(aux[kept])
+            for ordinal in rescan:
+                query_points, registered_points = more[ordinal]
+                if len(query_points) >= min_inliers:
+                    fitted[ordinal] = fit_similarity(query_points, registered_points)
         out: list[tuple[int, WorkMatch]] = []
         pixels: npt.NDArray[np.uint8] | None = None
-        for ordinal, lo, hi in zip(top.tolist(), bounds.tolist(), ends.tolist(), strict=True):
-            if hi - lo < min_inliers:
-                continue  # fewer one-to-one matches than inliers needed: no need to fit
-            verified = fit_similarity(query_points[lo:hi], registered_points[lo:hi])
+        for ordinal in top.tolist():
+            verified = fitted[ordinal]
             if verified is None or verified.inliers < min_inliers:
                 continue
             evidence: dict[str, object] = {
@@ -918,6 +928,55 @@ def _nearest_votes(owner: _U32, query: _I64, distance: _I64, queries: int, works
     per_work = np.zeros(max(int(works[-1]), int(voted.max(initial=0))) + 1, np.int64)
     per_work[voted] = votes
     out: _I64 = per_work[works]
+    return out
+
+
+def _inliers(verified: Verified | None) -> int:
+    return 0 if verified is None else verified.inliers
+
+
+def _one_to_one(
+    works: _I64,
+    q: _I64,
+    owner: _U32,
+    aux: _U32,
+    dist: _I64,
+    rank: _I64,
+    xy: npt.NDArray[np.float64],
+    xy_positions: tuple[_I64, int],
+) -> dict[int, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+    """For each of ``works``: its candidate matches reduced to one per query keypoint (its
+    closest), then one per registered keypoint, as (query points, registered points)
+    ordered by registered position, for all works at once (cheaper than per work).
+    Keypoints are compared by position (packed as in ``aux``), ties keep the earlier
+    match: the same pairs, in the same order, as
+    :func:`~consentry.index.verify.verify_similarity` would keep."""
+    empty = np.empty((0, 2), np.float64)
+    out = {int(w): (empty, empty) for w in works.tolist()}
+    ordered_works = np.sort(works)
+    chosen = np.zeros(max(int(owner.max(initial=0)), int(works.max())) + 1, bool)
+    chosen[works] = True
+    mine = np.flatnonzero(chosen[owner])
+    if len(mine) == 0:
+        return out
+    # Groups (work, query position), numbered in the order of both, so that a group's
+    # closest match is found without sorting the candidates (most of them lose): the
+    # closest by distance, then by entry number, which breaks ties between equally close
+    # registered keypoints as the order of de-duplicated search results did.
+    positions, position_count = xy_positions
+    group = np.searchsorted(ordered_works, owner[mine]) * position_count
+    group += positions[q[mine]]
+    closeness = dist[mine] * (int(rank.max()) + 1) + rank[mine]
+    kept = mine[_closest_per_group(group, closeness, len(works) * position_count)]
+    order = kept[np.lexsort((dist[kept], aux[kept], owner[kept]))]
+    kept = order[_first_of_runs(owner[order], aux[order])]
+    owners_kept = owner[kept]
+    bounds = np.searchsorted(owners_kept, ordered_works)
+    ends = np.searchsorted(owners_kept, ordered_works, side="right")
+    query_points = xy[q[kept]]
+    registered_points = _unpack_xy(aux[kept])
+    for work, lo, hi in zip(ordered_works.tolist(), bounds.tolist(), ends.tolist(), strict=True):
+        out[work] = (query_points[lo:hi], registered_points[lo:hi])
     return out
 
 
