@@ -1,10 +1,11 @@
-"""The local stage verifies the works it chose against every query keypoint (rescan).
+"""The local stage rescans a chosen work whose found pairs agree, but too few (guided
+matching).
 
 The lookup skips overfull chunk buckets (:data:`~consentry.index.hamming.LOCAL_BUCKET_FACTOR`)
 to stay fast as the registry grows. A work of generic texture keeps most of its descriptors
 in such buckets, so the lookup finds few of its pairs: enough to choose it, too few to verify
-it. :data:`~consentry.index.hamming.RESCAN_VERIFIED` compares the chosen works' keypoints
-with the whole query instead.
+it. :data:`~consentry.index.hamming.RESCAN_VERIFIED` compares such a work's keypoints with
+the whole query and fits again.
 """
 
 from __future__ import annotations
@@ -28,31 +29,39 @@ MISPLACED = 2
 FILLER_WORKS = 160
 
 
-def _crowded_index(rng: np.random.Generator) -> tuple[HammingIndex, list[Fingerprint]]:
-    """A work of 60 keypoints, 48 of them hidden: every one of their 16 chunk values is
-    shared by more than :data:`MIN_BUCKET_CAP` filler codes (far from every query keypoint
-    otherwise), so the capped lookup skips all their buckets. The query is the work's own
-    keypoints, two of the visible ones at other places."""
-    xy = rng.uniform(20, 236, (KEYPOINTS, 2))
-    query_xy = xy.copy()
-    query_xy[:MISPLACED] = 256 - query_xy[:MISPLACED]
-    own = rng.integers(0, 256, (KEYPOINTS, 32), dtype=np.uint8)
-    hidden = own[VISIBLE:]
-    per_bucket = MIN_BUCKET_CAP + 1
-    fillers = rng.integers(0, 256, (len(hidden) * CHUNKS * per_bucket, 32), dtype=np.uint8)
-    row = 0
-    for code in hidden:
-        for c in range(CHUNKS):
-            fillers[row : row + per_bucket, 2 * c : 2 * c + 2] = code[2 * c : 2 * c + 2]
-            row += per_bucket
+def _crowded_index(
+    rng: np.random.Generator, misplaced: tuple[int, ...] = (MISPLACED,)
+) -> tuple[HammingIndex, list[Fingerprint]]:
+    """One work per entry of ``misplaced`` ("own", then "second"), each of 60 keypoints,
+    48 of them hidden: every one of their 16 chunk values is shared by more than
+    :data:`MIN_BUCKET_CAP` filler codes (far from every query keypoint otherwise), so the
+    capped lookup skips all their buckets. The query holds every work's keypoints, the
+    first ``misplaced[i]`` of work i's visible ones at other places."""
+    names = ("own", "second")[: len(misplaced)]
+    places = [rng.uniform(20, 236, (KEYPOINTS, 2)) for _ in names]
+    codes = [rng.integers(0, 256, (KEYPOINTS, 32), dtype=np.uint8) for _ in names]
+    hidden = np.concatenate([c[VISIBLE:] for c in codes])
+    # Filler row j takes its chunk c from hidden code (j + c) mod H: every chunk value of
+    # every hidden code is in MIN_BUCKET_CAP + 1 rows, with as few rows as possible (the
+    # cap grows with the index), and each row is far from every code but in one chunk.
+    rows = len(hidden) * (MIN_BUCKET_CAP + 1)
+    source = (np.arange(rows)[:, None] + np.arange(CHUNKS)[None, :]) % len(hidden)
+    chunks = hidden.view(np.uint16).reshape(len(hidden), CHUNKS)
+    fillers = np.ascontiguousarray(chunks[source, np.arange(CHUNKS)[None, :]]).view(np.uint8)
     index = HammingIndex()
     for k, part in enumerate(np.array_split(fillers, FILLER_WORKS)):
         positions = rng.uniform(20, 236, (len(part), 2))
         index.add(f"filler{k}", [Fingerprint(KIND_LOCAL, orb_value(positions, part), "all")], k + 1)
-    index.add("own", [Fingerprint(KIND_LOCAL, orb_value(xy, own), "all")], FILLER_WORKS + 1)
-    # Fillers are random beyond their shared chunk: none is within the radius of the query.
-    assert int(popcount(fillers[:, None, :], own[None, :5, :]).min()) > hamming.LOCAL_RADIUS
-    return index, [Fingerprint(KIND_LOCAL, orb_value(query_xy, own), "all")]
+    query_xy = []
+    for i, (name, xy, code) in enumerate(zip(names, places, codes, strict=True)):
+        index.add(name, [Fingerprint(KIND_LOCAL, orb_value(xy, code), "all")], FILLER_WORKS + i + 1)
+        moved = xy.copy()
+        moved[: misplaced[i]] = rng.uniform(20, 236, (misplaced[i], 2))  # random places
+        query_xy.append(moved)
+        # Fillers are random beyond their shared chunk: none is within the radius.
+        assert int(popcount(fillers[:, None, :], code[None, :3, :]).min()) > hamming.LOCAL_RADIUS
+    value = orb_value(np.concatenate(query_xy), np.concatenate(codes))
+    return index, [Fingerprint(KIND_LOCAL, value, "all")]
 
 
 def test_the_capped_lookup_sees_only_the_visible_keypoints() -> None:
@@ -62,7 +71,7 @@ def test_the_capped_lookup_sees_only_the_visible_keypoints() -> None:
     q, owner, _, _ = index.local_codes.search(
         descriptors, hamming.LOCAL_RADIUS, flips=False, bucket_factor=hamming.LOCAL_BUCKET_FACTOR
     )
-    own_ordinal = len(index) - 1
+    own_ordinal = index._work_ids.index("own")
     assert sorted(set(q[owner == own_ordinal].tolist())) == list(range(VISIBLE))
 
 
@@ -82,6 +91,27 @@ def test_without_rescan_the_visible_keypoints_are_too_few(monkeypatch: pytest.Mo
     monkeypatch.setattr(hamming, "RESCAN_VERIFIED", False)
     index, query = _crowded_index(np.random.default_rng(5))
     assert index.match(query) == []
+
+
+def test_a_work_whose_found_pairs_barely_agree_is_not_rescanned() -> None:
+    """Eight of the twelve visible keypoints elsewhere: the found pairs agree with fewer
+    than RESCAN_FROM_INLIERS inliers, so the work is not rescanned (an unrelated work
+    does as well by chance), and not found, although all its pairs would verify it."""
+    assert VISIBLE - 8 < hamming.RESCAN_FROM_INLIERS
+    index, query = _crowded_index(np.random.default_rng(5), misplaced=(8,))
+    assert index.match(query) == []
+
+
+def test_only_the_most_promising_works_are_rescanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two works both worth a rescan (9 and 6 of their found pairs agree): only the one
+    with more inliers is rescanned, unless RESCAN_MAX_WORKS allows both."""
+    assert hamming.RESCAN_MAX_WORKS == 1
+    assert hamming.RESCAN_FROM_INLIERS <= VISIBLE - 6 < VISIBLE - 3 < LEGACY_MIN_INLIERS
+    index, query = _crowded_index(np.random.default_rng(6), misplaced=(3, 6))
+    assert [m.work_id for m in index.match(query)] == ["own"]
+    monkeypatch.setattr(hamming, "RESCAN_MAX_WORKS", 2)
+    index, query = _crowded_index(np.random.default_rng(6), misplaced=(3, 6))
+    assert sorted(m.work_id for m in index.match(query)) == ["own", "second"]
 
 
 def _brute_force(
