@@ -411,20 +411,16 @@ class CodeIndex:
         for segment in (self.main, self.delta):
             rows = segment.rows_of(owners)
             if len(rows):
-                # Every query code against every code of the works, first on their first
-                # halves (one broadcast XOR, no per-pair copies): a pair farther apart than
-                # the radius there is farther in all, and unrelated codes (~64 bits apart
-                # in 128) almost always are, so the second halves are compared for few.
+                # Every query code against every code of the works: one broadcast XOR, no
+                # per-pair copies. (Comparing first halves first, to skip the second for
+                # pairs already beyond the radius, was twice as slow on real ORB codes,
+                # whose unrelated pairs are often near in half the bits.)
                 codes = _rows(segment.codes, rows).view(np.uint64)  # (r, 4)
-                half = np.bitwise_count(words[:, None, :2] ^ codes[None, :, :2])
-                near = half.reshape(-1, 2).view(np.uint16).reshape(-1)
-                near = (near & 0xFF) + (near >> 8)
+                xor = (words[:, None, :] ^ codes[None, :, :]).reshape(-1, CODE_BYTES // 8)
+                near = _popcount_rows(xor)
                 keep = np.flatnonzero(near <= radius)
-                q, c = keep // len(rows), keep % len(rows)
-                rest = np.bitwise_count(words[q, 2:] ^ codes[c, 2:]).sum(axis=1, dtype=np.int64)
-                d = near[keep].astype(np.int64) + rest
-                within = d <= radius
-                q, e, d = q[within], rows[c[within]], d[within]
+                q, e = keep // len(rows), rows[keep % len(rows)]
+                d = near[keep].astype(np.int64)
                 found.append((q, segment.owner[e], segment.aux[e], d, e + offset))
             offset += len(segment)
         if not found:
