@@ -388,15 +388,7 @@ class CodeIndex:
             if len(e) or not found:  # (an empty segment's results add nothing to join)
                 found.append((q, segment.owner[e], segment.aux[e], d, e + offset if offset else e))
             offset += len(segment)
-        if len(found) == 1:  # most searches: joining would only copy
-            return found[0]
-        return (
-            np.concatenate([f[0] for f in found]),
-            np.concatenate([f[1] for f in found]),
-            np.concatenate([f[2] for f in found]),
-            np.concatenate([f[3] for f in found]),
-            np.concatenate([f[4] for f in found]),
-        )
+        return _joined(found)
 
     def pairs_of(
         self, queries: _U8, owners: _I64, radius: int
@@ -423,16 +415,26 @@ class CodeIndex:
                 d = near[keep].astype(np.int64)
                 found.append((q, segment.owner[e], segment.aux[e], d, e + offset))
             offset += len(segment)
-        if not found:
-            empty = np.empty(0, np.int64)
-            return empty, empty.astype(np.uint32), empty.astype(np.uint32), empty, empty
-        return (
-            np.concatenate([f[0] for f in found]),
-            np.concatenate([f[1] for f in found]),
-            np.concatenate([f[2] for f in found]),
-            np.concatenate([f[3] for f in found]),
-            np.concatenate([f[4] for f in found]),
-        )
+        return _joined(found)
+
+
+_Found = tuple[_I64, _U32, _U32, _I64, _I64]
+
+
+def _joined(found: list[_Found]) -> _Found:
+    """The segments' ``(query, owner, aux, distance, rank)`` results as one."""
+    if not found:
+        empty = np.empty(0, np.int64)
+        return empty, empty.astype(np.uint32), empty.astype(np.uint32), empty, empty
+    if len(found) == 1:  # most searches: joining would only copy
+        return found[0]
+    return (
+        np.concatenate([f[0] for f in found]),
+        np.concatenate([f[1] for f in found]),
+        np.concatenate([f[2] for f in found]),
+        np.concatenate([f[3] for f in found]),
+        np.concatenate([f[4] for f in found]),
+    )
 
 
 class HammingIndex:
