@@ -115,25 +115,37 @@ def test_only_the_most_promising_works_are_rescanned(monkeypatch: pytest.MonkeyP
 
 
 def _brute_force(
-    codes: np.ndarray, owners: np.ndarray, queries: np.ndarray, wanted: set[int], radius: int
+    codes: np.ndarray,
+    owners: np.ndarray,
+    queries: np.ndarray,
+    wanted: set[int],
+    radius: int,
+    segments: list[range],
 ) -> list[tuple[int, int, int, int]]:
+    """For each query, work and segment: the closest code within the radius, the lowest
+    entry of equally close ones, as (query, work, distance, entry)."""
     d = popcount(queries[:, None, :], codes[None, :, :])
-    return sorted(
-        (k, int(owners[e]), int(d[k, e]), e)
-        for k in range(len(queries))
-        for e in range(len(codes))
-        if int(owners[e]) in wanted and d[k, e] <= radius
-    )
+    out = []
+    for k in range(len(queries)):
+        for work in wanted:
+            for segment in segments:
+                mine = [e for e in segment if int(owners[e]) == work and d[k, e] <= radius]
+                if mine:
+                    e = min(mine, key=lambda e: (int(d[k, e]), e))
+                    out.append((k, work, int(d[k, e]), e))
+    return sorted(out)
 
 
-def test_pairs_of_lists_every_pair_of_the_chosen_works_in_both_segments() -> None:
-    """All pairs within the radius, whatever the buckets hold, with the rank
-    :meth:`CodeIndex.search_ranked` gives (main segment first, then delta), also when a
-    work's codes were added in two parts (its ordinal reused: owners out of order)."""
+def test_closest_of_finds_each_query_codes_closest_code_of_the_chosen_works() -> None:
+    """Whatever the buckets hold: for every query code and chosen work, its closest code in
+    each segment (main first, then delta, as :meth:`CodeIndex.search_ranked` numbers
+    entries), ties to the lowest entry, also when a work's codes were added in two parts
+    (its ordinal reused: owners out of order)."""
     rng = np.random.default_rng(9)
     base = rng.integers(0, 256, (6, 32), dtype=np.uint8)
     codes = np.repeat(base, 40, axis=0)
-    # Flip 0-25 bits of each copy: some within the radius of its base, some beyond.
+    # Flip 0-25 bits of each copy: some within the radius of its base, some beyond; many
+    # copies equally close to a query, so that ties are broken.
     for row in codes:
         for bit in rng.choice(256, int(rng.integers(0, 26)), replace=False):
             row[bit // 8] ^= np.uint8(1 << (bit % 8))
@@ -149,9 +161,24 @@ def test_pairs_of_lists_every_pair_of_the_chosen_works_in_both_segments() -> Non
     assert (len(index.main), len(index.delta)) == (215, 25)
     queries = base.copy()
     wanted = np.array([1, 4], np.int64)
-    q, owner, got_aux, dist, rank = index.pairs_of(queries, wanted, 20)
+    q, owner, got_aux, dist, rank = index.closest_of(queries, wanted, 20)
     got = sorted(zip(q.tolist(), owner.tolist(), dist.tolist(), rank.tolist(), strict=True))
-    assert got == _brute_force(codes, owners, queries, {1, 4}, 20)
+    expected = _brute_force(codes, owners, queries, {1, 4}, 20, [range(215), range(215, 240)])
+    assert got == expected
+    assert {entry for *_, entry in expected} & set(range(215, 240))  # both segments answer
+    assert len(got) > len(queries)  # several works per query
     assert np.array_equal(got_aux, aux[rank])  # entries numbered as inserted here
-    assert len(got) > 0
-    assert index.pairs_of(queries, np.array([7], np.int64), 20)[0].tolist() == []
+    assert index.closest_of(queries, np.array([7], np.int64), 20)[0].tolist() == []
+
+
+def test_the_distance_matrix_counts_every_differing_bit() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (7, 32), dtype=np.uint8)
+    b = rng.integers(0, 256, (5, 32), dtype=np.uint8)
+    b[0] = a[0]
+    b[1] = ~a[1]
+    words = [np.ascontiguousarray(x.view(np.uint64).T) for x in (a, b)]
+    got = hamming._distance_matrix(*words)
+    assert got.shape == (7, 5)
+    assert np.array_equal(got, popcount(a[:, None, :], b[None, :, :]))
+    assert (got[0, 0], got[1, 1]) == (0, 256)  # 256 does not overflow

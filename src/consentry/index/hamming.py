@@ -53,6 +53,7 @@ so that no distractor query matched at the operating point.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import uuid
@@ -153,15 +154,18 @@ LOCAL_BUCKET_FACTOR: Final = 64
 MIN_BUCKET_CAP: Final = 128
 #: A chosen work whose pairs from the capped lookup agree on a transform with at least
 #: :data:`RESCAN_FROM_INLIERS` inliers, but fewer than needed to match, is compared with
-#: every query keypoint (its few hundred keypoints: all pairs) and fitted again (guided
-#: matching). Works of generic texture (foliage, stone, fabric) keep most of their
+#: every query keypoint (each query keypoint's closest among its few hundred keypoints,
+#: :meth:`CodeIndex.closest_of`) and fitted again (guided matching). Works of generic texture (foliage, stone, fabric) keep most of their
 #: descriptors in the buckets the cap skips, the more so as the registry grows: at 2,200
 #: works a 20 % crop of such a work kept ~20 of its ~5,000 pairs within the radius, too few
 #: to verify. Rescanning restores most of the recall of a four times larger cap (crop 20 %
 #: 0.920 against 0.885 at 2,200 works) for a small part of its cost. Rescanning every
 #: chosen work found a little more but cost an unregistered 1080p item ~8 ms (twice its
-#: decode); the gate and :data:`RESCAN_MAX_WORKS` bring that to ~1 ms
-#: (``docs/recognition-images.md``, "Which works are verified").
+#: decode); the gate and :data:`RESCAN_MAX_WORKS` bring that to ~0.3 ms
+#: (``docs/recognition-images.md``, "Which works are verified"). Stricter gates measured
+#: (6, 7, 8: rescanned for 14, 7, 4 of the speed benchmark's 30 unregistered items, where 5
+#: rescans 24) save up to ~0.3 ms an item but lose crops and screenshots at scale (7: crop
+#: 20 % 0.905 instead of 0.920 at 2,200 works).
 RESCAN_VERIFIED: Final = True
 RESCAN_FROM_INLIERS: Final = 5
 #: At most this many works are rescanned per item, most inliers first: one keeps the gain
@@ -183,6 +187,7 @@ _TAG_OF: Final = {(KIND_PDQ, "full"): 0, (KIND_REGION, "all"): 1, (KIND_REGION, 
 
 _U8 = npt.NDArray[np.uint8]
 _U32 = npt.NDArray[np.uint32]
+_U16 = npt.NDArray[np.uint16]
 _I64 = npt.NDArray[np.int64]
 
 
@@ -390,30 +395,38 @@ class CodeIndex:
             offset += len(segment)
         return _joined(found)
 
-    def pairs_of(
+    def closest_of(
         self, queries: _U8, owners: _I64, radius: int
     ) -> tuple[_I64, _U32, _U32, _I64, _I64]:
-        """:meth:`search_ranked` restricted to the codes of ``owners`` (ascending), compared
-        with every query code: no bucket is skipped, so a few works can be searched
-        exhaustively."""
+        """For each query code and each of ``owners`` (ascending), the closest code of that
+        work within ``radius`` in each segment (the lowest entry of equally close ones), as
+        :meth:`search_ranked` lists matches. Every code of the works is compared, no bucket
+        skipped, so a few works can be searched exhaustively.
+
+        Only the closest is kept because that is all a one-to-one matching of keypoints
+        uses (:func:`_one_to_one` keeps one match per query keypoint, its closest, with ties
+        to the lowest entry): a rescanned work has a few hundred keypoints, thousands of
+        pairs within the radius, and sorting those out cost more than finding them."""
         self.seal()
         found: list[tuple[_I64, _U32, _U32, _I64, _I64]] = []
         offset = 0
-        words = np.ascontiguousarray(queries).view(np.uint64)  # (m, 4)
+        words = np.ascontiguousarray(np.ascontiguousarray(queries).view(np.uint64).T)
+        everyone = np.arange(len(queries), dtype=np.int64)
         for segment in (self.main, self.delta):
             rows = segment.rows_of(owners)
             if len(rows):
-                # Every query code against every code of the works: one broadcast XOR, no
-                # per-pair copies. (Comparing first halves first, to skip the second for
-                # pairs already beyond the radius, was twice as slow on real ORB codes,
-                # whose unrelated pairs are often near in half the bits.)
-                codes = _rows(segment.codes, rows).view(np.uint64)  # (r, 4)
-                xor = (words[:, None, :] ^ codes[None, :, :]).reshape(-1, CODE_BYTES // 8)
-                near = _popcount_rows(xor)
-                keep = np.flatnonzero(near <= radius)
-                q, e = keep // len(rows), rows[keep % len(rows)]
-                d = near[keep].astype(np.int64)
-                found.append((q, segment.owner[e], segment.aux[e], d, e + offset))
+                codes = np.ascontiguousarray(_rows(segment.codes, rows).view(np.uint64).T)
+                near = _distance_matrix(words, codes)
+                # rows_of lists each work's codes together, in ascending entry order, so
+                # the first smallest distance of a work's columns is its lowest entry.
+                held = segment.owner[rows]
+                bounds = [0, *(np.flatnonzero(held[1:] != held[:-1]) + 1).tolist(), len(rows)]
+                for lo, hi in itertools.pairwise(bounds):
+                    column = np.argmin(near[:, lo:hi], axis=1) + lo
+                    d = near[everyone, column].astype(np.int64)
+                    keep = np.flatnonzero(d <= radius)
+                    e = rows[column[keep]]
+                    found.append((keep, segment.owner[e], segment.aux[e], d[keep], e + offset))
             offset += len(segment)
         return _joined(found)
 
@@ -701,7 +714,7 @@ class HammingIndex:
             chosen = np.array(sorted(rescan), np.int64)
             more = _one_to_one(
                 chosen,
-                *self.local_codes.pairs_of(descriptors, chosen, LOCAL_RADIUS),
+                *self.local_codes.closest_of(descriptors, chosen, LOCAL_RADIUS),
                 xy,
                 xy_positions,
             )
@@ -1145,6 +1158,27 @@ def _rows(codes: _U8, rows: _I64) -> _U8:
 def _distance(a: _U8, b: _U8) -> _U32:
     xor = np.ascontiguousarray(a).view(np.uint64) ^ np.ascontiguousarray(b).view(np.uint64)
     return _popcount_rows(xor)
+
+
+def _distance_matrix(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> _U16:
+    """Hamming distances between every code of ``a`` and every code of ``b``, (m, r),
+    both given word-major, (4, m) and (4, r).
+
+    Every pair is compared (no candidate list to gather) one 64-bit word at a time: each
+    step is an outer XOR over contiguous (m, r) rows. Broadcasting whole codes instead,
+    (m, 1, 4) against (1, r, 4), runs NumPy's inner loop over 4 words, three times slower
+    at 160 x 160 (the guided rescan's size); comparing first halves first, to skip the
+    second for pairs already beyond a radius, was slower still on real ORB codes, whose
+    unrelated pairs are often near in half the bits.
+    """
+    total = np.zeros((a.shape[1], b.shape[1]), np.uint16)
+    xor = np.empty(total.shape, np.uint64)
+    counts = np.empty(total.shape, np.uint8)
+    for word in range(a.shape[0]):
+        np.bitwise_xor(a[word][:, None], b[word][None, :], out=xor)
+        np.bitwise_count(xor, out=counts)
+        total += counts
+    return total
 
 
 def _popcount_rows(xor: npt.NDArray[np.uint64]) -> _U32:
