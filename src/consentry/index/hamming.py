@@ -161,7 +161,7 @@ MIN_BUCKET_CAP: Final = 128
 #: to verify. Rescanning restores most of the recall of a four times larger cap (crop 20 %
 #: 0.920 against 0.885 at 2,200 works) for a small part of its cost. Rescanning every
 #: chosen work found a little more but cost an unregistered 1080p item ~8 ms (twice its
-#: decode); the gate and :data:`RESCAN_MAX_WORKS` bring that to ~0.3 ms
+#: decode); the gate and :data:`RESCAN_MAX_WORKS` bring that to ~0.4 ms
 #: (``docs/recognition-images.md``, "Which works are verified"). Stricter gates measured
 #: (6, 7, 8: rescanned for 14, 7, 4 of the speed benchmark's 30 unregistered items, where 5
 #: rescans 24) save up to ~0.3 ms an item but lose crops and screenshots at scale (7: crop
