@@ -153,19 +153,19 @@ MAX_VERIFIED: Final = 8
 LOCAL_BUCKET_FACTOR: Final = 64
 MIN_BUCKET_CAP: Final = 128
 #: A chosen work whose pairs from the capped lookup agree on a transform with at least
-#: :data:`RESCAN_FROM_INLIERS` inliers, but fewer than needed to match, is compared with
-#: every query keypoint (each query keypoint's closest among its few hundred keypoints,
-#: :meth:`CodeIndex.closest_of`) and fitted again (guided matching). Works of generic texture (foliage, stone, fabric) keep most of their
-#: descriptors in the buckets the cap skips, the more so as the registry grows: at 2,200
-#: works a 20 % crop of such a work kept ~20 of its ~5,000 pairs within the radius, too few
-#: to verify. Rescanning restores most of the recall of a four times larger cap (crop 20 %
-#: 0.920 against 0.885 at 2,200 works) for a small part of its cost. Rescanning every
-#: chosen work found a little more but cost an unregistered 1080p item ~8 ms (twice its
-#: decode); the gate and :data:`RESCAN_MAX_WORKS` bring that to ~0.4 ms
-#: (``docs/recognition-images.md``, "Which works are verified"). Stricter gates measured
-#: (6, 7, 8: rescanned for 14, 7, 4 of the speed benchmark's 30 unregistered items, where 5
-#: rescans 24) save up to ~0.3 ms an item but lose crops and screenshots at scale (7: crop
-#: 20 % 0.905 instead of 0.920 at 2,200 works).
+#: :data:`RESCAN_FROM_INLIERS` inliers, but fewer than needed to match, is compared with every query
+#: keypoint (each query keypoint's closest among its few hundred keypoints,
+#: :meth:`CodeIndex.closest_of`) and fitted again (guided matching). Works of generic texture
+#: (foliage, stone, fabric) keep most of their descriptors in the buckets the cap skips, the more so
+#: as the registry grows: at 2,200 works a 20 % crop of such a work kept ~20 of its ~5,000 pairs
+#: within the radius, too few to verify. Rescanning restores most of the recall of a four times
+#: larger cap (crop 20 % 0.920 against 0.885 at 2,200 works) for a small part of its cost.
+#: Rescanning every chosen work found a little more but cost an unregistered 1080p item ~8 ms (twice
+#: its decode); the gate and :data:`RESCAN_MAX_WORKS` bring that to ~0.4 ms
+#: (``docs/recognition-images.md``, "Which works are verified"). Stricter gates measured (6, 7, 8:
+#: rescanned for 14, 7, 4 of the speed benchmark's 30 unregistered items, where 5 rescans 24) save
+#: up to ~0.3 ms an item but lose crops and screenshots at scale (7: crop 20 % 0.905 instead of
+#: 0.920 at 2,200 works).
 RESCAN_VERIFIED: Final = True
 RESCAN_FROM_INLIERS: Final = 5
 #: At most this many works are rescanned per item, most inliers first: one keeps the gain
