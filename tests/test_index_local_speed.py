@@ -42,16 +42,21 @@ def popcount(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(a ^ b, axis=-1).sum(axis=-1)
 
 
-@pytest.mark.parametrize("dense", [True, False])
-def test_distinct_counts_by_table_or_by_sorting(
-    dense: bool, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("path", ["table", "bits", "sort"])
+def test_distinct_counts_by_table_by_bits_or_by_sorting(
+    path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not dense:  # force the sorting path
+    if path != "table":  # too long a key range for the table
         monkeypatch.setattr(hamming, "_DENSE_SPAN", 0)
         monkeypatch.setattr(hamming, "_DENSE_FACTOR", 0)
+    if path == "sort":  # and too many works for the bits
+        monkeypatch.setattr(hamming, "_BITSET_FACTOR", 0)
     rng = np.random.default_rng(1)
     major = rng.integers(0, 50, 5000).astype(np.int64)
-    minor = rng.integers(0, 160, 5000).astype(np.int64)  # many repeated pairs
+    major[major == 7] = 49  # a work absent among others
+    # Keypoints across three 64-bit words, many repeated pairs, the last keypoint included.
+    minor = rng.integers(0, 160, 5000).astype(np.int64)
+    minor[:3] = [0, 63, 159]
     values, counts = hamming._distinct_counts(major, minor, 160)
     pairs = {(int(a), int(b)) for a, b in zip(major, minor, strict=True)}
     expected = sorted({a for a, _ in pairs})

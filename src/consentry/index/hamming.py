@@ -898,29 +898,45 @@ def _remove_unreferenced(directory: Path, stems: set[str]) -> None:
 
 
 # Distinct (work, keypoint) pairs are counted with a table as long as their key range (4
-# bytes a cell) when it is at most this long, or this many times the number of pairs; else by
-# sorting, which costs more per pair but no memory beyond them.
+# bytes a cell) when it is at most this long, or this many times the number of pairs; else
+# with one bit a pair (a bit set per work, 64 keypoints a word) when the works' words are at
+# most _BITSET_FACTOR times the number of pairs; else by sorting, which costs more per pair
+# but no memory beyond them.
 _DENSE_SPAN: Final = 1 << 16
 _DENSE_FACTOR: Final = 4
+_BITSET_FACTOR: Final = 4
 
 
 def _distinct_counts(major: _I64, minor: _I64, minors: int) -> tuple[_I64, _I64]:
     """Distinct values of ``major`` (ascending) and with how many distinct values of
     ``minor`` (``0 <= minor < minors``) each occurs."""
-    keys = major * minors + minor
-    span = (int(major.max()) + 1) * minors
-    if span > max(_DENSE_SPAN, _DENSE_FACTOR * len(keys)):
-        # NumPy 2's hash-based ``np.unique`` is an order of magnitude slower on these small
-        # integer arrays than sorting.
-        return _runs(_runs(np.sort(keys))[0] // minors)
-    # Without sorting, several times faster: each key's cell of the table gets the number
-    # of one of its occurrences (whichever write lands last), so exactly one occurrence of
-    # every distinct key reads its own number back. Only written cells are read: the table
-    # needs no clearing.
-    number = np.arange(len(keys), dtype=np.int32 if len(keys) < 1 << 31 else np.int64)
-    table = np.empty(span, number.dtype)
-    table[keys] = number
-    counts = np.bincount(major[table[keys] == number])
+    majors = int(major.max()) + 1
+    span = majors * minors
+    if span <= max(_DENSE_SPAN, _DENSE_FACTOR * len(major)):
+        # Without sorting, several times faster: each key's cell of the table gets the
+        # number of one of its occurrences (whichever write lands last), so exactly one
+        # occurrence of every distinct key reads its own number back. Only written cells
+        # are read: the table needs no clearing.
+        keys = major * minors + minor
+        number = np.arange(len(keys), dtype=np.int32 if len(keys) < 1 << 31 else np.int64)
+        table = np.empty(span, number.dtype)
+        table[keys] = number
+        counts = np.bincount(major[table[keys] == number])
+    else:
+        words = (minors + 63) // 64
+        if majors * words <= _BITSET_FACTOR * len(major):
+            # A large registry's lookup: ~10^5 pairs over ~10^4 works, whose key range
+            # (works x keypoints) is too long for the table above. One bit per (work,
+            # keypoint), set whatever the repeats, then counted: four times faster than
+            # sorting the keys at 21,000 works (2.2 against 9.0 ms a query).
+            bits = np.zeros(majors * words, np.uint64)
+            shifted = np.left_shift(np.uint64(1), (minor & 63).astype(np.uint64))
+            np.bitwise_or.at(bits, major * words + (minor >> 6), shifted)
+            counts = np.bitwise_count(bits).reshape(majors, words).sum(axis=1, dtype=np.int64)
+        else:
+            # NumPy 2's hash-based ``np.unique`` is an order of magnitude slower on these
+            # small integer arrays than sorting.
+            return _runs(_runs(np.sort(major * minors + minor))[0] // minors)
     values = np.flatnonzero(counts)
     return values, counts[values]
 
