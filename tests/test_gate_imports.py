@@ -7,12 +7,18 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 _PROBE = """
 import json, os, sys
 from click import Context
 from consentry.cli.main import cli
-cli.get_command(Context(cli), "gate")  # the command's module, then what it runs:
-import consentry.gate.run
+command = sys.argv[1]
+cli.get_command(Context(cli), command)  # the command's module, then what it runs:
+if command == "gate":
+    import consentry.gate.run
+else:  # the recognisers, which match and check run
+    import consentry.index.hamming
 import consentry.gate.blas as blas
 print(json.dumps({
     "too_late": blas.LOADED_TOO_LATE,
@@ -25,18 +31,23 @@ print(json.dumps({
 """
 
 
-def _probe(**env: str) -> dict[str, object]:
+def _probe(command: str = "gate", **env: str) -> dict[str, object]:
     child = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     child.update(env)
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=child, check=True
+        [sys.executable, "-c", _PROBE, command],
+        capture_output=True,
+        text=True,
+        env=child,
+        check=True,
     )
     result: dict[str, object] = json.loads(done.stdout)
     return result
 
 
-def test_gate_command_pins_one_blas_thread_before_numpy_loads() -> None:
-    got = _probe()
+@pytest.mark.parametrize("command", ["gate", "match", "check", "work"])
+def test_commands_pin_one_blas_thread_before_numpy_loads(command: str) -> None:
+    got = _probe(command)
     assert got["numpy"] is True  # the recognisers are loaded ...
     assert got["too_late"] is False  # ... after the BLAS thread count was set
     assert got["blas_threads"] == "1"

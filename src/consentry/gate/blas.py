@@ -1,4 +1,5 @@
-"""One BLAS thread per gate process — imported for its effect, before anything loads numpy.
+"""One BLAS thread per process — imported for its effect, before anything loads numpy (by
+``consentry.cli.main``, so every command gets it; the gate is where it was measured).
 
 The recognisers multiply image-sized matrices with numpy, and OpenBLAS would run each product
 on every core, its threads spinning while they wait for work. The gate parallelises by
