@@ -17,6 +17,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+# One BLAS thread, before any benchmark loads numpy: the benchmarks report CPU time per core
+# (time.process_time), which OpenBLAS's threads spinning between small matrix products would
+# inflate several times over (bench image_scale read 53 instead of 21 ms a query at 21,076
+# works), and `python -m bench` runs every benchmark in one process, so the first to load
+# numpy would decide for all. A count the user set wins; bench gate sets its own for the
+# processes it starts.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
