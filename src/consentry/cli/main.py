@@ -6,12 +6,6 @@ input or usage (one line on stderr naming the problem), 2 internal error.
 
 from __future__ import annotations
 
-# Before any command's module loads numpy: one BLAS thread per process unless the user set
-# another count (see the module). Every command that fingerprints or matches pictures —
-# match, check, work register, gate, serve — multiplies small matrices, and OpenBLAS's
-# threads spinning between them doubled the CPU time of image matching for no gain in wall
-# clock (a 21,076-work replay: 47 against 20 ms of CPU a query).
-import consentry.gate.blas  # noqa: F401  (isort: skip — must run first)
 import errno
 import os
 import sys
@@ -20,6 +14,12 @@ from collections.abc import Sequence
 
 import click
 
+# Before any command's module loads numpy (nothing above does): one BLAS thread per process
+# unless the user set another count (see the module). Every command that fingerprints or
+# matches pictures — match, check, work register, gate, serve — multiplies small matrices,
+# and OpenBLAS's threads spinning between them doubled the CPU time of image matching for a
+# few per cent of wall clock (a 21,076-work replay: 47 against 20 ms of CPU a query).
+import consentry.gate.blas  # noqa: F401
 from consentry import __version__
 from consentry.cli.context import AppContext, pass_app
 from consentry.cli.lazy import LazyGroup
