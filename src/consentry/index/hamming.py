@@ -706,9 +706,9 @@ class HammingIndex:
         pairs = _one_to_one(top, q, owner, aux, dist, rank, xy, xy_positions)
         fitted: dict[int, Verified | None] = {}
         rescan: list[int] = []
+        fit_from = RESCAN_FROM_INLIERS if RESCAN_VERIFIED else min_inliers
         for ordinal in top.tolist():
             query_points, registered_points = pairs[ordinal]
-            fit_from = RESCAN_FROM_INLIERS if RESCAN_VERIFIED else min_inliers
             verified = None
             if len(query_points) >= fit_from:  # else too few matches to fit: no need
                 verified = fit_similarity(query_points, registered_points)
